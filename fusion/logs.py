@@ -10,6 +10,7 @@ neither read nor write another file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob as globlib
 import hashlib
 import json
@@ -59,6 +60,7 @@ _READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".json": "read_json"
             ".ndjson": "read_json", ".tsv": "read_csv"}
 _NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                   "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "BOOLEAN")
+_BATCH_ROWS = 1 << 17  # larger batches raise DuckDB's peak memory, not speed
 _SLICE_TYPES = ("VARCHAR", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
                 "UINTEGER", "UBIGINT", "BOOLEAN", "ENUM")
 
@@ -76,16 +78,23 @@ class LogSet:
     scores, labels : ndarray of float32, shape (rows, objectives), C-contiguous
     request_ids : ndarray, shape (requests,)
         The id of each request, in row order.
-    users, items : pandas.Categorical, length rows
-        Per-row user and item ids; ``.codes`` are dense int codes usable as groups.
-    slices : dict of str -> pandas.Categorical
-        Per-row slice dimensions (e.g. ``surface``).
+    columns : dict of str -> pyarrow.ChunkedArray, length rows each
+        Per-row ids and slices as read: ``"user"``, ``"item"`` and one entry per slice
+        column. Use :attr:`users`, :attr:`items` and :attr:`slices` for dense codes.
+    slice_names : tuple of str
+        The slice dimensions (e.g. ``surface``), keys of :attr:`slices`.
     ts : ndarray of datetime64 or None
     fingerprint : dict
         What the logs were loaded from (sources, filters, sampling, row and request counts,
         a content hash): stored in configs and studies to recognise the same logs.
     excluded : dict of str -> int
         Rows dropped on load, by reason (only with ``nan_policy="drop"``).
+
+    Notes
+    -----
+    Encoding ids and slices into dense codes hashes every row, which would cost as much as
+    the load itself; it happens on first use of :attr:`users`, :attr:`items` or
+    :attr:`slices` and is cached.
     """
 
     schema: Schema
@@ -93,9 +102,8 @@ class LogSet:
     scores: np.ndarray
     labels: np.ndarray
     request_ids: np.ndarray
-    users: pd.Categorical
-    items: pd.Categorical
-    slices: dict[str, pd.Categorical]
+    columns: dict[str, pa.ChunkedArray]
+    slice_names: tuple[str, ...]
     ts: np.ndarray | None
     fingerprint: dict[str, Any]
     excluded: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -112,6 +120,20 @@ class LogSet:
     def n_requests(self) -> int:
         return int(self.group_offsets.shape[0] - 1)
 
+    @functools.cached_property
+    def users(self) -> pd.Categorical:
+        """Per-row user ids; ``.codes`` are dense int32 group codes."""
+        return _categorical(self.columns["user"])
+
+    @functools.cached_property
+    def items(self) -> pd.Categorical:
+        return _categorical(self.columns["item"])
+
+    @functools.cached_property
+    def slices(self) -> dict[str, pd.Categorical]:
+        """Per-row slice dimensions by name, e.g. ``logs.slices["surface"]``."""
+        return {name: _categorical(self.columns[name]) for name in self.slice_names}
+
     @property
     def n_users(self) -> int:
         return int(len(self.users.categories))
@@ -120,8 +142,7 @@ class LogSet:
     def nbytes(self) -> int:
         """Bytes held by the per-row arrays (scores, labels, ids, slices, ts)."""
         total = self.scores.nbytes + self.labels.nbytes + self.group_offsets.nbytes
-        for categorical in (self.users, self.items, *self.slices.values()):
-            total += categorical.codes.nbytes
+        total += sum(column.nbytes for column in self.columns.values())
         return total + (0 if self.ts is None else self.ts.nbytes)
 
     def objective_index(self, name: str) -> int:
@@ -143,22 +164,23 @@ class LogSet:
         offsets = np.zeros(len(request_indices) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1], dtype=np.int64)
+        scores = np.ascontiguousarray(self.scores[rows])
+        labels = np.ascontiguousarray(self.labels[rows])
         fingerprint = dict(self.fingerprint)
         fingerprint.update(rows=int(offsets[-1]), requests=int(len(request_indices)))
-        fingerprint["content_hash"] = _content_hash(
-            fingerprint, self.scores[rows], self.labels[rows], offsets
-        )
-        return dataclasses.replace(
-            self,
+        fingerprint["content_hash"] = _content_hash(fingerprint, scores, labels, offsets)
+        row_indices = pa.array(rows)
+        return LogSet(
+            schema=self.schema,
             group_offsets=offsets,
-            scores=np.ascontiguousarray(self.scores[rows]),
-            labels=np.ascontiguousarray(self.labels[rows]),
+            scores=scores,
+            labels=labels,
             request_ids=self.request_ids[request_indices],
-            users=_take_categorical(self.users, rows),
-            items=_take_categorical(self.items, rows),
-            slices={name: _take_categorical(c, rows) for name, c in self.slices.items()},
+            columns={name: column.take(row_indices) for name, column in self.columns.items()},
+            slice_names=self.slice_names,
             ts=None if self.ts is None else self.ts[rows],
             fingerprint=fingerprint,
+            excluded=dict(self.excluded),
         )
 
     def sample_requests(self, n: int, *, seed: int = 0) -> LogSet:
@@ -193,10 +215,6 @@ class LogSet:
             summary["first_ts"] = pd.Timestamp(self.ts.min())
             summary["last_ts"] = pd.Timestamp(self.ts.max())
         return summary
-
-
-def _take_categorical(categorical: pd.Categorical, rows: np.ndarray) -> pd.Categorical:
-    return pd.Categorical.from_codes(categorical.codes[rows], categories=categorical.categories)
 
 
 def _check_sample_size(n: Any) -> int:
@@ -248,6 +266,10 @@ def connect_sandboxed(files: Sequence[Path]) -> duckdb.DuckDBPyConnection:
         ":memory:",
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
     )
+    con.execute("SET enable_progress_bar = false")
+    # One scan thread streams as fast as the single consumer converts batches, and keeps
+    # DuckDB's buffered row groups (and so the load's peak memory) to one at a time.
+    con.execute("SET threads = 1")
     con.execute("SET allowed_paths = ?", [[str(f) for f in files]])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -379,15 +401,15 @@ def _check_numeric(con, source_sql: str, params: dict, columns: dict[str, str], 
                 f"SELECT count(*), any_value({ident}) FROM {source_sql} "
                 f"WHERE {ident} IS NOT NULL AND TRY_CAST({ident} AS DOUBLE) IS NULL",
                 params,
-            ).fetchone()
+            ).fetchall()[0]
             raise ColumnTypeError(
                 f"column {column!r} (objective {objective.name!r}) must be numeric but is "
                 f"{dtype}: {bad} row(s) are not numbers, e.g. {example!r}"
             )
 
 
-def _describe_row(logs_ids: tuple[pa.ChunkedArray, pa.ChunkedArray], row: int) -> str:
-    request, item = (column[row].as_py() for column in logs_ids)
+def _describe_row(ids: tuple[pa.ChunkedArray, pa.ChunkedArray], row: int) -> str:
+    request, item = (column[row].as_py() for column in ids)
     return f"request {request!r}, item {item!r}"
 
 
@@ -397,64 +419,76 @@ def _validate_values(
     labels: np.ndarray,
     ids: tuple[pa.ChunkedArray, pa.ChunkedArray],
     nan_policy: NanPolicy,
-) -> tuple[np.ndarray | None, dict[str, int]]:
-    """Check every value; return the mask of rows to keep (None: all) and drop counts."""
+    *,
+    detect_kinds: bool,
+) -> tuple[Schema, np.ndarray | None, dict[str, int]]:
+    """Check every value and, for auto-detected schemas, tell binary from graded objectives.
+
+    Returns the schema, the mask of rows to keep (None: all) and the drop counts by reason.
+    Each check first looks at a column's min and max, which settle the usual all-valid case
+    without a per-row mask.
+    """
     keep: np.ndarray | None = None
     excluded: dict[str, int] = {}
     for j, objective in enumerate(schema.objectives):
         for matrix, column in ((scores, objective.score_column), (labels, objective.label_column)):
-            finite = np.isfinite(matrix[:, j])
+            values = matrix[:, j]
+            if np.isfinite(values.min()) and np.isfinite(values.max()):
+                continue  # min/max propagate NaN and reach +-inf
+            finite = np.isfinite(values)
             bad = int(finite.size - np.count_nonzero(finite))
-            if not bad:
-                continue
             if nan_policy == "raise":
                 row = int(np.argmin(finite))
                 raise InvalidValueError(
                     f"column {column!r}: {bad} row(s) are missing, NaN or inf, e.g. "
-                    f"{_describe_row(ids, row)}: {matrix[row, j]!r}; pass nan_policy='drop' "
+                    f"{_describe_row(ids, row)}: {values[row]!r}; pass nan_policy='drop' "
                     "to drop such rows"
                 )
             excluded[f"{column}: missing, NaN or inf"] = bad
             keep = finite if keep is None else keep & finite
-    rows_ok = np.ones(scores.shape[0], dtype=bool) if keep is None else keep
-    for j, objective in enumerate(schema.objectives):
-        score, label = scores[:, j], labels[:, j]
-        checks = [
-            (label, objective.label_column, (label < 0), "are negative"),
-        ]
-        if objective.kind == "binary":
-            checks += [
-                (label, objective.label_column, (label != 0) & (label != 1),
-                 "are not 0 or 1 (a binary label); declare the objective graded if it is not binary"),
-                (score, objective.score_column, (score < 0) | (score > 1),
-                 "are outside [0, 1] (a probability)"),
-            ]
-        else:
-            checks.append((score, objective.score_column, score < 0, "are negative"))
-        for values, column, bad_mask, what in checks:
-            bad_mask &= rows_ok
-            bad = int(np.count_nonzero(bad_mask))
-            if bad:
-                row = int(np.argmax(bad_mask))
-                raise InvalidValueError(
-                    f"column {column!r}: {bad} row(s) {what}, e.g. {_describe_row(ids, row)}: "
-                    f"{float(values[row])!r}"
-                )
-    return keep, excluded
+    if keep is not None and not keep.any():
+        raise EmptyLogsError(f"every row has a missing, NaN or inf value: {excluded}")
 
+    def kept(values: np.ndarray) -> np.ndarray:
+        return values if keep is None else values[keep]
 
-def _detect_kinds(schema: Schema, labels: np.ndarray, explicit: bool) -> Schema:
-    """For auto-detected schemas: an objective whose labels are not all 0/1 is graded."""
-    if explicit:
-        return schema
+    def check(values: np.ndarray, column: str, what: str, bad_rows, range_ok) -> None:
+        valid = kept(values)
+        if range_ok(valid.min(), valid.max()):
+            return
+        mask = bad_rows(values)
+        if keep is not None:
+            mask &= keep
+        bad = int(np.count_nonzero(mask))
+        if bad:
+            row = int(np.argmax(mask))
+            raise InvalidValueError(
+                f"column {column!r}: {bad} row(s) {what}, e.g. {_describe_row(ids, row)}: "
+                f"{float(values[row])!r}"
+            )
+
     objectives = []
     for j, objective in enumerate(schema.objectives):
-        column = labels[:, j]
-        finite = column[np.isfinite(column)]
-        binary = bool(np.all((finite == 0) | (finite == 1)))
-        objectives.append(dataclasses.replace(objective, kind="binary" if binary else "graded",
-                                              gain=None))
-    return dataclasses.replace(schema, objectives=tuple(objectives))
+        score, label = scores[:, j], labels[:, j]
+        check(label, objective.label_column, "are negative",
+              lambda x: x < 0, lambda lo, hi: lo >= 0)
+        if detect_kinds:
+            valid = kept(label)
+            # For labels in [0, 1], x * (1 - x) is 0 exactly when x is 0 or 1.
+            binary = valid.max() <= 1 and not np.any(valid * (1 - valid))
+            objective = dataclasses.replace(objective, kind="binary" if binary else "graded",
+                                            gain=None)
+        if objective.kind == "binary":
+            check(label, objective.label_column,
+                  "are not 0 or 1 (a binary label); declare the objective graded if it is not binary",
+                  lambda x: (x != 0) & (x != 1), lambda lo, hi: False)
+            check(score, objective.score_column, "are outside [0, 1] (a probability)",
+                  lambda x: (x < 0) | (x > 1), lambda lo, hi: lo >= 0 and hi <= 1)
+        else:
+            check(score, objective.score_column, "are negative",
+                  lambda x: x < 0, lambda lo, hi: lo >= 0)
+        objectives.append(objective)
+    return dataclasses.replace(schema, objectives=tuple(objectives)), keep, excluded
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -506,19 +540,21 @@ def load_logs(
         condition, params = _filter_sql(where, columns)
         params["files"] = file_names
         _check_numeric(con, source_sql, params, columns, resolved)
-        table = _fetch(con, source_sql, condition, params, resolved, slice_columns, sample_requests, seed)
+        sql, params = _select_sql(source_sql, condition, params, resolved, slice_columns,
+                                  sample_requests, seed)
+        columns_read = _read_columns(con, sql, params, resolved, slice_columns)
     finally:
         con.close()
-    if table.num_rows == 0:
+    if columns_read.n_rows == 0:
         raise EmptyLogsError(
             f"no rows in {file_names[0]!r}{' and others' if len(files) > 1 else ''}"
             + (f" after the filters {list(where)!r}" if where else "")
         )
-    return _to_logset(table, resolved, explicit, slice_columns, nan_policy,
+    return _to_logset(columns_read, resolved, explicit, slice_columns, nan_policy,
                       _base_fingerprint(files, where, sample_requests, seed))
 
 
-def _fetch(con, source_sql, condition, params, schema, slice_columns, sample_requests, seed) -> pa.Table:
+def _select_sql(source_sql, condition, params, schema, slice_columns, sample_requests, seed):
     request = _quote(schema.request_column)
     select = [
         f"{request} AS __request",
@@ -540,83 +576,173 @@ def _fetch(con, source_sql, condition, params, schema, slice_columns, sample_req
             f"LIMIT $n) SELECT filtered.* FROM filtered SEMI JOIN kept USING ({request})"
         )
         params = dict(params, seed=int(seed), n=int(sample_requests))
-    sql = f"SELECT {', '.join(select)} FROM ({rows}) ORDER BY __request, __item"
+    # NOTE: no ORDER BY: DuckDB would materialise every row to sort it. Rows stream out in
+    # file order into preallocated arrays and are grouped by request in numpy afterwards.
+    return f"SELECT {', '.join(select)} FROM ({rows})", params
+
+
+@dataclasses.dataclass
+class _Columns:
+    """What one streaming read produced, still in source order."""
+
+    n_rows: int
+    scores: np.ndarray
+    labels: np.ndarray
+    ts: np.ndarray | None
+    request: pa.ChunkedArray
+    user: pa.ChunkedArray
+    item: pa.ChunkedArray
+    slices: list[pa.ChunkedArray]
+
+
+def _read_columns(con, sql, params, schema, slice_columns) -> _Columns:
+    m = len(schema.objectives)
     try:
-        return con.sql(sql, params=params).to_arrow_table()
+        (n,), = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()
+        reader = con.sql(sql, params=params).to_arrow_reader(_BATCH_ROWS)
+        scores = np.empty((n, m), dtype=np.float32)
+        labels = np.empty((n, m), dtype=np.float32)
+        ts = None if schema.ts_column is None else np.empty(n, dtype="datetime64[us]")
+        kept: dict[str, list[pa.Array]] = {"__request": [], "__user": [], "__item": []}
+        kept.update({f"__slice{i}": [] for i in range(len(slice_columns))})
+        position = 0
+        for batch in reader:
+            size = batch.num_rows
+            stop = position + size
+            if stop > n:
+                raise SourceError("the source changed while it was being read; load it again")
+            for j in range(m):
+                scores[position:stop, j] = _to_numpy(batch.column(f"__score{j}"))
+                labels[position:stop, j] = _to_numpy(batch.column(f"__label{j}"))
+            if ts is not None:
+                ts[position:stop] = _to_numpy(batch.column("__ts").cast(pa.timestamp("us")))
+            for name, chunks in kept.items():
+                chunks.append(_detach(batch.column(name)))
+            position = stop
     except duckdb.ConversionException as exc:
         raise FilterError(f"a filter value does not fit its column's type: {_first_line(exc)}") from None
     except duckdb.Error as exc:
         raise SourceError(f"reading the logs failed: {_first_line(exc)}") from None
+    if position != n:
+        raise SourceError("the source changed while it was being read; load it again")
+    chunked = {name: _concatenate(chunks) for name, chunks in kept.items()}
+    return _Columns(
+        n_rows=n, scores=scores, labels=labels, ts=ts,
+        request=chunked["__request"], user=chunked["__user"], item=chunked["__item"],
+        slices=[chunked[f"__slice{i}"] for i in range(len(slice_columns))],
+    )
 
 
-def _to_logset(table: pa.Table, schema: Schema, explicit: bool, slice_columns: list[str],
+def _detach(array: pa.Array) -> pa.Array:
+    """A copy of a batch's column that does not keep the rest of the batch alive.
+
+    Batches come from DuckDB as one block of memory: holding one column of a batch would
+    hold every column of it. Numbers are copied; text is dictionary-encoded (a copy too,
+    and a compact one for repetitive ids and slices).
+    """
+    if (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)) and not array.null_count:
+        return pa.array(array.to_numpy().copy())
+    return pc.dictionary_encode(array)
+
+
+def _concatenate(chunks: list[pa.Array]) -> pa.ChunkedArray:
+    if not chunks:
+        return pa.chunked_array([], type=pa.null())
+    if len({chunk.type for chunk in chunks}) > 1:
+        # Integer ids with a null in some batch only: make every batch text-encoded alike.
+        chunks = [c if pa.types.is_dictionary(c.type) else pc.dictionary_encode(c) for c in chunks]
+    if pa.types.is_dictionary(chunks[0].type):
+        value_types = {c.type.value_type for c in chunks}
+        if len(value_types) > 1:
+            chunks = [pc.dictionary_encode(c.dictionary_decode().cast(pa.string())) for c in chunks]
+        return pa.table({"c": pa.chunked_array(chunks)}).unify_dictionaries().column("c")
+    return pa.chunked_array(chunks)
+
+
+def _to_numpy(array: pa.Array) -> np.ndarray:
+    # Nulls become NaN (floats) or NaT (timestamps), which validation then counts.
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _to_logset(read: _Columns, schema: Schema, explicit: bool, slice_columns: list[str],
                nan_policy: NanPolicy, fingerprint: dict[str, Any]) -> LogSet:
-    n_objectives = len(schema.objectives)
-    n = table.num_rows
-    scores = np.empty((n, n_objectives), dtype=np.float32)
-    labels = np.empty((n, n_objectives), dtype=np.float32)
-    for j in range(n_objectives):
-        _fill_column(scores, j, table.column(f"__score{j}"))
-        _fill_column(labels, j, table.column(f"__label{j}"))
-        table = table.drop_columns([f"__score{j}", f"__label{j}"])
-    schema = _detect_kinds(schema, labels, explicit)
-    ids = (table.column("__request"), table.column("__item"))
-    keep, excluded = _validate_values(schema, scores, labels, ids, nan_policy)
-    if keep is not None:
-        kept_rows = np.flatnonzero(keep)
-        if kept_rows.size == 0:
-            raise EmptyLogsError(f"every row has a missing, NaN or inf value: {excluded}")
-        scores, labels = scores[kept_rows], labels[kept_rows]
-        table = table.take(pa.array(kept_rows))
-
-    request = table.column("__request")
-    if request.null_count:
+    scores, labels = read.scores, read.labels
+    schema, keep, excluded = _validate_values(schema, scores, labels, (read.request, read.item),
+                                              nan_policy, detect_kinds=not explicit)
+    if read.request.null_count:
         raise InvalidValueError(
-            f"column {schema.request_column!r}: {request.null_count} row(s) have no request id"
+            f"column {schema.request_column!r}: {read.request.null_count} row(s) have no request id"
         )
-    if n > 1:
-        changes = pc.not_equal(request.slice(1), request.slice(0, table.num_rows - 1))
-        starts = np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1
-    else:
-        starts = np.empty(0, dtype=np.int64)
-    group_offsets = np.concatenate(([0], starts, [table.num_rows])).astype(np.int64)
-    request_ids = request.take(pa.array(group_offsets[:-1])).to_numpy(zero_copy_only=False)
-
-    ts = None
-    if schema.ts_column is not None:
-        ts = table.column("__ts").to_numpy()
+    request_ids, request_key = _request_keys(read.request)
+    # Rows grouped by request, requests in id order; within a request rows keep source order.
+    # Logs written request by request (the usual case) need no reordering at all.
+    order = None
+    if keep is not None or np.any(request_key[1:] < request_key[:-1]):
+        order = np.argsort(request_key, kind="stable")
+        if keep is not None:
+            order = order[keep[order]]
+        request_key = request_key[order]
+    starts = np.flatnonzero(request_key[1:] != request_key[:-1]) + 1
+    group_offsets = np.concatenate(([0], starts, [request_key.size])).astype(np.int64)
+    first_rows = request_key[group_offsets[:-1]]
+    request_ids = first_rows if request_ids is None else request_ids[first_rows]
+    columns = {"user": read.user, "item": read.item, **dict(zip(slice_columns, read.slices))}
+    take = None if order is None else pa.array(order)
     logset = LogSet(
         schema=schema,
         group_offsets=group_offsets,
-        scores=scores,
-        labels=labels,
+        scores=_permute_rows(scores, order),
+        labels=_permute_rows(labels, order),
         request_ids=request_ids,
-        users=_categorical(table.column("__user")),
-        items=_categorical(table.column("__item")),
-        slices={name: _categorical(table.column(f"__slice{i}")) for i, name in enumerate(slice_columns)},
-        ts=ts,
+        columns=columns if take is None else {name: c.take(take) for name, c in columns.items()},
+        slice_names=tuple(slice_columns),
+        ts=None if read.ts is None else _permute_rows(read.ts, order),
         fingerprint=fingerprint,
         excluded=excluded,
     )
     fingerprint.update(rows=logset.n_rows, requests=logset.n_requests)
-    fingerprint["content_hash"] = _content_hash(fingerprint, scores, labels, group_offsets)
+    fingerprint["content_hash"] = _content_hash(fingerprint, logset.scores, logset.labels, group_offsets)
     return logset
 
 
-def _fill_column(matrix: np.ndarray, j: int, column: pa.ChunkedArray) -> None:
-    # Chunk by chunk straight into the matrix: no full-length temporary column.
-    position = 0
-    for chunk in column.chunks:
-        values = chunk.to_numpy(zero_copy_only=False)
-        matrix[position:position + len(values), j] = values
-        position += len(values)
+def _request_keys(column: pa.ChunkedArray) -> tuple[np.ndarray | None, np.ndarray]:
+    """A sortable integer key per row that orders rows as their request ids sort.
+
+    Integer ids are their own key (returned ids None). Other ids are encoded, and the key is
+    the rank of the row's id among the distinct ids, returned in sorted order.
+    """
+    if pa.types.is_integer(column.type):
+        return None, column.to_numpy().astype(np.int64, copy=False)
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    dictionary = encoded.dictionary
+    by_value = pc.sort_indices(dictionary).to_numpy()
+    rank_of_code = np.empty_like(by_value)
+    rank_of_code[by_value] = np.arange(by_value.size)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    return dictionary.take(pa.array(by_value)).to_numpy(zero_copy_only=False), rank_of_code[codes]
+
+
+def _permute_rows(values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    if order is None:
+        return values
+    if values.ndim == 1:
+        return values[order]
+    # One column at a time: the temporary is a single column, never a second matrix.
+    out = np.empty((order.size, values.shape[1]), dtype=values.dtype)
+    for j in range(values.shape[1]):
+        out[:, j] = values[:, j][order]
+    return out
 
 
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     encoded = pc.dictionary_encode(column).combine_chunks()
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    codes = np.where(np.isnan(codes), -1, codes).astype(np.int32) if codes.dtype.kind == "f" else codes.astype(np.int32, copy=False)
-    return pd.Categorical.from_codes(codes, categories=pd.Index(encoded.dictionary.to_pylist()))
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    dictionary = encoded.dictionary
+    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        categories = pd.Index(pd.array(dictionary, dtype=pd.ArrowDtype(dictionary.type)))
+    else:
+        categories = pd.Index(dictionary.to_numpy(zero_copy_only=False))
+    return pd.Categorical.from_codes(codes, categories=categories)
 
 
 def _base_fingerprint(files: Sequence[Path], where, sample_requests, seed) -> dict[str, Any]:
@@ -629,15 +755,23 @@ def _base_fingerprint(files: Sequence[Path], where, sample_requests, seed) -> di
 
 
 def _content_hash(fingerprint: dict, scores: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> str:
-    # Hashing every byte would cost as much as the load; column sums plus every row of a
-    # strided sample of rows catch any realistic change for a fraction of that.
+    """A hash of the values of each request that ignores row order within a request.
+
+    Hashing bytes would depend on how the file was sorted; instead the bit patterns of each
+    request's values are summed per column (wrapping uint64 arithmetic is exact and
+    order-free), so a value that changes or moves to another request changes the hash.
+    """
     digest = hashlib.sha256()
     digest.update(json.dumps({k: fingerprint.get(k) for k in ("rows", "requests")}).encode())
     digest.update(offsets.tobytes())
-    stride = max(1, scores.shape[0] // 65536)
+    per_row = np.empty(scores.shape[0], dtype=np.uint64)
     for matrix in (scores, labels):
-        digest.update(matrix.sum(axis=0, dtype=np.float64).tobytes())
-        digest.update(np.ascontiguousarray(matrix[::stride]).tobytes())
+        bits = matrix.view(np.uint32)
+        digest.update(bits.sum(axis=0, dtype=np.uint64).tobytes())
+        for begin in range(0, bits.shape[0], _BATCH_ROWS):  # chunks bound the cast temporaries
+            bits[begin:begin + _BATCH_ROWS].sum(axis=1, dtype=np.uint64,
+                                                out=per_row[begin:begin + _BATCH_ROWS])
+        digest.update(np.add.reduceat(per_row, offsets[:-1]).tobytes())
     return digest.hexdigest()[:16]
 
 
