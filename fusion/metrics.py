@@ -1,0 +1,787 @@
+"""Per-request ranking metrics of fused scores: exact, tie-aware, fast.
+
+Metric names (:func:`parse_metric`): ``"gauc"``, ``"ndcg@K"``, ``"top@K"`` are computed per
+group (a request, or a user) by :func:`grouped_metric_sums`; ``"auc"`` is one global AUC over
+all rows (:func:`global_auc`).
+
+Ties in the fused score are never broken by row order; every metric uses its tie-aware
+definition, so results do not depend on how the logs were sorted:
+
+- gauc: average ranks (Mann-Whitney), which equals scikit-learn's ``roc_auc_score`` per group.
+- ndcg@K, top@K: scikit-learn's ``ndcg_score(ignore_ties=False)`` tie averaging: the items of
+  a tie block share the block's average gain (top@K: average label), multiplied by the sum of
+  the discounts (top@K: the count) of the block's positions that fall within the first K.
+  This is the expectation over all orderings of the tied items.
+
+The hot loop is a numba kernel (``nogil``) run on chunks of whole groups by a few threads.
+Each group's labels are read once and its ideal DCG computed once; then, per candidate, only
+the items that matter are ranked: the positives (gauc) and the items that can reach the
+first K slots (ndcg/top), by vectorised counting, or by sorting the group when that is
+cheaper. Memory beyond the inputs is per-chunk scratch the size of the largest group plus
+one accumulator of shape (candidates, objectives, specs) per chunk (at most 64 chunks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit
+
+from .errors import InvalidValueError, MetricError
+from .schema import Objective
+
+__all__ = [
+    "GROUPED_METRICS",
+    "METRIC_NAMES",
+    "MetricSpec",
+    "MetricSums",
+    "global_auc",
+    "grouped_metric_sums",
+    "label_rules",
+    "parse_metric",
+    "parse_metrics",
+]
+
+METRIC_NAMES: tuple[str, ...] = ("gauc", "ndcg", "top", "auc")
+GROUPED_METRICS: tuple[str, ...] = ("gauc", "ndcg", "top")
+_WITH_K = ("ndcg", "top")
+_METRIC = re.compile(r"^([a-z]+)(?:@(.*))?$")
+
+# Kernel codes of the grouped metrics (order of GROUPED_METRICS).
+_GAUC, _NDCG, _TOP = 0, 1, 2
+# Groups are cut into at most _MAX_CHUNKS chunks of at least _MIN_CHUNK_ROWS rows, handed to
+# threads one at a time; each chunk has its own accumulators (candidates x objectives x specs).
+_MAX_CHUNKS = 64
+_MIN_CHUNK_ROWS = 8192
+_ACCUMULATOR_BUDGET_BYTES = 256 << 20
+# Ranking items by counting costs one vectorised pass per item; a group is sorted instead
+# when counting would cost more than this many passes over the whole group (the crossover
+# measured on 50..5000-item groups).
+_COUNTING_MAX = 192
+# Above this K, every item is a top-K candidate (no cut is computed).
+_SELECT_K_MAX = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A parsed metric name: ``name`` in :data:`METRIC_NAMES`, ``k`` for ndcg/top, else None.
+
+    ``str(spec)`` gives the canonical name back (``"ndcg@10"``, ``"gauc"``).
+    """
+
+    name: str
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in METRIC_NAMES:
+            raise MetricError(f"unknown metric {self.name!r}; use one of "
+                              "'gauc', 'ndcg@K', 'top@K', 'auc'")
+        if self.name in _WITH_K:
+            if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+                raise MetricError(f"metric {self.name!r} needs a cut-off K >= 1 (e.g. "
+                                  f"'{self.name}@10'), got K={self.k!r}")
+            object.__setattr__(self, "k", int(self.k))
+        elif self.k is not None:
+            raise MetricError(f"metric {self.name!r} takes no cut-off, got K={self.k!r}")
+
+    def __str__(self) -> str:
+        return self.name if self.k is None else f"{self.name}@{self.k}"
+
+    @property
+    def grouped(self) -> bool:
+        """True for the per-group metrics (gauc, ndcg@K, top@K), False for global auc."""
+        return self.name in GROUPED_METRICS
+
+
+def parse_metric(metric: str | MetricSpec) -> MetricSpec:
+    """Parse ``"gauc"``, ``"ndcg@K"``, ``"top@K"`` or ``"auc"`` (K a whole number >= 1).
+
+    Raises
+    ------
+    MetricError
+        Unknown name, missing or malformed K (``"ndcg"``, ``"ndcg@0"``, ``"top@x"``), or a K on
+        a metric that takes none (``"gauc@5"``).
+    """
+    if isinstance(metric, MetricSpec):
+        return metric
+    if not isinstance(metric, str):
+        raise MetricError(f"a metric must be a name such as 'ndcg@10', got {metric!r}")
+    match = _METRIC.match(metric.strip().lower())
+    if match is None:
+        raise MetricError(f"malformed metric {metric!r}; use 'gauc', 'ndcg@K', 'top@K' or 'auc'")
+    name, k_text = match.groups()
+    if k_text is None:
+        return MetricSpec(name)
+    if not k_text.isdigit():
+        raise MetricError(f"metric {metric!r}: K must be a whole number >= 1, got {k_text!r}")
+    return MetricSpec(name, int(k_text))
+
+
+def parse_metrics(metrics: Iterable[str | MetricSpec]) -> tuple[MetricSpec, ...]:
+    """Parse several metric names; reject an empty list and repeated metrics."""
+    if isinstance(metrics, (str, MetricSpec)):
+        metrics = [metrics]
+    specs = tuple(parse_metric(m) for m in metrics)
+    if not specs:
+        raise MetricError("no metric given; use e.g. ['gauc', 'ndcg@10', 'top@10']")
+    names = [str(s) for s in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MetricError(f"{len(repeated)} metric(s) repeated, e.g. {repeated[0]!r}")
+    return specs
+
+
+def label_rules(objectives: Sequence[Objective]) -> tuple[np.ndarray, np.ndarray]:
+    """``(positive_thresholds float64, log1p_gain bool)`` of objectives, in their order."""
+    thresholds = np.array([o.positive_threshold for o in objectives], dtype=np.float64)
+    log1p_gain = np.array([o.gain == "log1p" for o in objectives], dtype=bool)
+    return thresholds, log1p_gain
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MetricSums:
+    """Additive per-group metric sums of a set of candidates; ``values()`` gives the metrics.
+
+    Attributes
+    ----------
+    sums, weights : ndarray of float64, shape (candidates, objectives, specs)
+        gauc: sum of ``n_g * AUC_g`` and sum of ``n_g`` over the groups used;
+        ndcg@K: sum of ``NDCG_g`` and the number of groups used;
+        top@K: sum of ``top_g`` and the number of groups (every group is used).
+        Weights do not depend on the candidate (which groups count depends on labels only).
+    groups_used, groups_skipped : ndarray of int64, shape (objectives, specs)
+        Groups that count toward each metric and those left out (gauc: single-class group;
+        ndcg: ideal DCG of 0; top: never).
+    specs : tuple of MetricSpec
+        The metrics along the last axis.
+
+    Sums of chunks of whole groups add up: ``a + b`` is the sums over both chunks.
+    """
+
+    sums: np.ndarray
+    weights: np.ndarray
+    groups_used: np.ndarray
+    groups_skipped: np.ndarray
+    specs: tuple[MetricSpec, ...]
+
+    def __add__(self, other: MetricSums) -> MetricSums:
+        if not isinstance(other, MetricSums):
+            return NotImplemented
+        if other.specs != self.specs or other.sums.shape != self.sums.shape:
+            raise MetricError(
+                "cannot add metric sums of different metrics or shapes: "
+                f"{[str(s) for s in self.specs]} {self.sums.shape} vs "
+                f"{[str(s) for s in other.specs]} {other.sums.shape}"
+            )
+        return MetricSums(
+            sums=self.sums + other.sums,
+            weights=self.weights + other.weights,
+            groups_used=self.groups_used + other.groups_used,
+            groups_skipped=self.groups_skipped + other.groups_skipped,
+            specs=self.specs,
+        )
+
+    def values(self) -> np.ndarray:
+        """Metric values ``sums / weights``, shape (candidates, objectives, specs).
+
+        NaN where no group was used (e.g. gauc when every group has a single class).
+        """
+        used = self.weights > 0
+        return np.where(used, self.sums / np.where(used, self.weights, 1.0), np.nan)
+
+
+def grouped_metric_sums(
+    fused: np.ndarray,
+    labels: np.ndarray,
+    group_offsets: np.ndarray,
+    *,
+    specs: Sequence[str | MetricSpec],
+    positive_thresholds: np.ndarray,
+    log1p_gain: np.ndarray,
+) -> MetricSums:
+    """Per-group gauc / ndcg@K / top@K sums of every candidate's fused ranking, per objective.
+
+    Parameters
+    ----------
+    fused : ndarray of float64, shape (candidates, rows) or (rows,)
+        Fused scores; higher ranks first. NaN is rejected; +-inf are ordinary values.
+    labels : ndarray of float32, shape (rows, objectives)
+        Observed labels (finite, >= 0).
+    group_offsets : ndarray of int64, shape (groups + 1,)
+        Rows of group ``g`` are ``group_offsets[g]:group_offsets[g + 1]``; starts at 0, ends
+        at ``rows``, every group non-empty.
+    specs : sequence of metric names or MetricSpec
+        Per-group metrics only (``"gauc"``, ``"ndcg@K"``, ``"top@K"``); ``"auc"`` is global,
+        see :func:`global_auc`.
+    positive_thresholds : ndarray of float64, shape (objectives,)
+        A row is a positive of objective ``j`` when ``label > positive_thresholds[j]``; the
+        comparison is made in float32, the precision the labels are stored in.
+    log1p_gain : ndarray of bool, shape (objectives,)
+        NDCG gain ``log1p(label)`` where True, ``label`` where False. top@K always sums raw labels.
+
+    Returns
+    -------
+    MetricSums
+        ``.values()`` has shape (candidates, objectives, specs).
+
+    Notes
+    -----
+    Per group ``g`` of ``n`` rows, with the fused scores sorted descending and cut into tie
+    blocks (runs of equal scores):
+
+    - gauc: ``AUC_g = (R+ - P(P+1)/2) / (P N)``, ``R+`` the sum of the positives' average
+      ascending ranks (a tie block shares the mean of its ranks); ``P``/``N`` positives and
+      negatives. Groups with ``P == 0`` or ``N == 0`` (single-class, including size 1) are
+      skipped. GAUC = ``sum n_g AUC_g / sum n_g``.
+    - ndcg@K: ``DCG@K = sum over tie blocks of mean gain of the block x sum of 1/log2(r+1)
+      for the block's positions r <= K``; ``IDCG@K`` the DCG of the gains sorted descending
+      (ties there change nothing). Groups with ``IDCG == 0`` (no positive gain) are skipped;
+      NDCG@K is their mean. A group of size 1 with a positive gain has NDCG 1.
+    - top@K: the same tie averaging with gain = raw label and discount 1: the expected sum of
+      labels in the first K slots. Every group counts, including all-zero ones.
+    - A group smaller than K (any K larger than the group) uses all of its rows: ndcg@K is then
+      the full NDCG and top@K the sum of its labels.
+    """
+    specs = parse_metrics(specs)
+    not_grouped = [str(s) for s in specs if not s.grouped]
+    if not_grouped:
+        raise MetricError(f"{not_grouped[0]!r} is a global metric, not a per-group one; "
+                          "compute it with global_auc")
+    fused = np.asarray(fused)
+    if fused.ndim == 1:
+        fused = fused[np.newaxis, :]
+    fused = np.ascontiguousarray(fused, dtype=np.float64)
+    labels = np.ascontiguousarray(labels, dtype=np.float32)
+    offsets = np.ascontiguousarray(group_offsets, dtype=np.int64)
+    if fused.ndim != 2:
+        raise InvalidValueError(f"fused scores must be (candidates, rows), got shape {fused.shape}")
+    if labels.ndim != 2:
+        raise InvalidValueError(f"labels must be (rows, objectives), got shape {labels.shape}")
+    n_rows, n_objectives = labels.shape
+    if fused.shape[1] != n_rows:
+        raise InvalidValueError(
+            f"fused scores have {fused.shape[1]} rows but labels have {n_rows}")
+    _check_offsets(offsets, n_rows)
+    thresholds = _per_objective(positive_thresholds, n_objectives, "positive_thresholds",
+                                np.float64)
+    log1p_gain = _per_objective(log1p_gain, n_objectives, "log1p_gain", np.bool_)
+    bad, example = _count_nan(fused.reshape(-1))
+    if bad:
+        raise InvalidValueError(
+            f"fused scores: {bad} value(s) are NaN, e.g. candidate {example // n_rows}, "
+            f"row {example % n_rows}")
+
+    kinds = np.array([GROUPED_METRICS.index(s.name) for s in specs], dtype=np.int64)
+    ks = np.array([s.k or 0 for s in specs], dtype=np.int64)
+    sizes = np.diff(offsets)
+    n_discounts = min(int(ks.max()), int(sizes.max()))
+    # NOTE: discounts as scikit-learn writes them (1 / (log(r+1) / log 2)), so the two agree
+    # to the last bits; cum_discount[r] = sum of the discounts of positions 1..r.
+    discount = 1.0 / (np.log(np.arange(n_discounts, dtype=np.float64) + 2.0) / np.log(2.0))
+    cum_discount = np.concatenate(([0.0], np.cumsum(discount)))
+    chunk_starts = _chunk_starts(offsets, fused.shape[0] * n_objectives * len(specs))
+    n_chunks = chunk_starts.shape[0] - 1
+    sums = np.zeros((n_chunks, fused.shape[0], n_objectives, len(specs)))
+    weights = np.zeros((n_chunks, n_objectives, len(specs)))
+    used = np.zeros((n_chunks, n_objectives, len(specs)), dtype=np.int64)
+    bad_labels = np.zeros((n_chunks, 2), dtype=np.int64)
+    thresholds32 = thresholds.astype(np.float32)
+    counting_max = _COUNTING_MAX
+
+    def run(chunk: int) -> None:
+        _chunk_sums(fused, labels, offsets, chunk_starts[chunk], chunk_starts[chunk + 1], kinds,
+                    ks, thresholds32, log1p_gain, cum_discount, counting_max, sums[chunk],
+                    weights[chunk], used[chunk], bad_labels[chunk])
+
+    _run_chunks(n_chunks, run)
+    bad = int(bad_labels[:, 0].sum())
+    if bad:
+        example = int(bad_labels[np.flatnonzero(bad_labels[:, 0])[0], 1])
+        raise InvalidValueError(
+            f"labels: {bad} value(s) are negative, NaN or inf, e.g. row {example // n_objectives}"
+            f", objective {example % n_objectives}: {float(labels.reshape(-1)[example])!r}")
+    n_groups = offsets.shape[0] - 1
+    # Chunks are reduced in a fixed order, so results do not depend on the thread count.
+    sums = sums.sum(axis=0)
+    weights = np.broadcast_to(weights.sum(axis=0), sums.shape).copy()
+    groups_used = used.sum(axis=0)
+    return MetricSums(sums=sums, weights=weights, groups_used=groups_used,
+                      groups_skipped=n_groups - groups_used, specs=specs)
+
+
+def global_auc(fused: np.ndarray, positives: np.ndarray) -> float:
+    """AUC of one ranking of all rows (no grouping), ties counted half.
+
+    Parameters
+    ----------
+    fused : ndarray of float64, shape (rows,)
+    positives : ndarray of bool, shape (rows,)
+
+    Returns
+    -------
+    float
+        ``(R+ - P(P+1)/2) / (P N)`` with ``R+`` the sum of the positives' average ranks
+        (Mann-Whitney; equals scikit-learn's ``roc_auc_score``). NaN when every row is
+        positive or every row is negative (AUC is undefined with one class).
+    """
+    fused = np.asarray(fused, dtype=np.float64)
+    positives = np.asarray(positives)
+    if fused.ndim != 1 or positives.shape != fused.shape:
+        raise InvalidValueError(
+            f"global_auc needs 1-D fused scores and positives of the same length, got shapes "
+            f"{fused.shape} and {positives.shape}")
+    if positives.dtype != np.bool_:
+        raise InvalidValueError(f"positives must be bool, got {positives.dtype}")
+    bad, example = _count_nan(fused)
+    if bad:
+        raise InvalidValueError(f"fused scores: {bad} value(s) are NaN, e.g. row {example}")
+    return _global_auc_kernel(fused, positives)
+
+
+# --- validation helpers ----------------------------------------------------------------------
+def _check_offsets(offsets: np.ndarray, n_rows: int) -> None:
+    if offsets.ndim != 1 or offsets.shape[0] < 2:
+        raise InvalidValueError(
+            f"group_offsets must be 1-D with at least 2 entries, got shape {offsets.shape}")
+    if offsets[0] != 0 or offsets[-1] != n_rows:
+        raise InvalidValueError(
+            f"group_offsets must start at 0 and end at the row count {n_rows}, got "
+            f"{int(offsets[0])} .. {int(offsets[-1])}")
+    sizes = np.diff(offsets)
+    bad = int(np.count_nonzero(sizes <= 0))
+    if bad:
+        g = int(np.argmax(sizes <= 0))
+        raise InvalidValueError(
+            f"group_offsets: {bad} group(s) are empty or reversed, e.g. group {g}: "
+            f"{int(offsets[g])} -> {int(offsets[g + 1])}")
+
+
+def _per_objective(values, n_objectives: int, name: str, dtype) -> np.ndarray:
+    array = np.ascontiguousarray(values, dtype=dtype)
+    if array.shape != (n_objectives,):
+        raise InvalidValueError(
+            f"{name} must have one value per objective ({n_objectives}), got shape {array.shape}")
+    if dtype is np.float64 and not np.all(np.isfinite(array)):
+        raise InvalidValueError(f"{name}: every threshold must be finite, got {array.tolist()}")
+    return array
+
+
+def _chunk_starts(offsets: np.ndarray, accumulator_cells: int) -> np.ndarray:
+    """Group indices cutting the groups into chunks of about equal row counts.
+
+    The layout (hence every bit of the result) depends on the groups only -- not on the
+    thread count, nor on the number of candidates unless their accumulators would pass
+    :data:`_ACCUMULATOR_BUDGET_BYTES`.
+    """
+    n_groups = offsets.shape[0] - 1
+    by_rows = -(-int(offsets[-1]) // _MIN_CHUNK_ROWS)
+    by_memory = max(1, _ACCUMULATOR_BUDGET_BYTES // (8 * max(1, accumulator_cells)))
+    n_chunks = max(1, min(n_groups, _MAX_CHUNKS, by_rows, by_memory))
+    targets = np.linspace(0, offsets[-1], n_chunks + 1)[1:-1]
+    inner = np.searchsorted(offsets, targets, side="left")
+    return np.unique(np.concatenate(([0], inner, [n_groups]))).astype(np.int64)
+
+
+def _thread_count() -> int:
+    # numba's setting (NUMBA_NUM_THREADS, default: the CPU count); read from the config so
+    # that numba's own thread pool is never started.
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if not _POOL or _POOL[0]._max_workers < workers:
+            _POOL[:] = [ThreadPoolExecutor(workers, thread_name_prefix="fusion-metrics")]
+        return _POOL[0]
+
+
+def _run_chunks(n_chunks: int, run: Callable[[int], None]) -> None:
+    """Call ``run(chunk)`` for every chunk, on up to :func:`_thread_count` threads.
+
+    The calling thread works too, and chunks are handed out one at a time, so a helper
+    thread that starts late (a busy machine) only takes what is left: the call never waits
+    for a thread that has not started. ``run`` must release the GIL (nogil kernels).
+    """
+    n_threads = min(n_chunks, _thread_count())
+    if n_threads <= 1:
+        for chunk in range(n_chunks):
+            run(chunk)
+        return
+    next_chunk = itertools.count()  # next() on a count is atomic under the GIL
+    lock = threading.Lock()
+    all_done = threading.Event()
+    finished = [0]
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        while (chunk := next(next_chunk)) < n_chunks:
+            try:
+                run(chunk)
+            except BaseException as exc:  # re-raised in the calling thread
+                errors.append(exc)
+            with lock:
+                finished[0] += 1
+                if finished[0] == n_chunks:
+                    all_done.set()
+
+    pool = _pool(n_threads - 1)
+    for _ in range(n_threads - 1):
+        pool.submit(drain)
+    drain()
+    all_done.wait()
+    if errors:
+        raise errors[0]
+
+
+@njit(cache=True, nogil=True)
+def _count_nan(values):
+    bad = 0
+    first = -1
+    for i in range(values.shape[0]):
+        if np.isnan(values[i]):
+            if bad == 0:
+                first = i
+            bad += 1
+    return bad, first
+
+
+# --- kernels ---------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _sort_by_key(key, idx, n, stack):
+    """Sort ``key[:n]`` ascending in place, applying the same moves to ``idx[:n]``.
+
+    Quicksort (median of three, Hoare partition: equal keys split evenly, so long tie runs
+    stay O(n log n)) with insertion sort below 16 items; ``stack`` holds 128 int64 (the
+    smaller side is sorted first, so the depth is at most log2(n)).
+    """
+    lo = 0
+    hi = n - 1
+    top = 0
+    while True:
+        while hi - lo > 16:
+            mid = (lo + hi) >> 1
+            if key[mid] < key[lo]:
+                key[mid], key[lo] = key[lo], key[mid]
+                idx[mid], idx[lo] = idx[lo], idx[mid]
+            if key[hi] < key[lo]:
+                key[hi], key[lo] = key[lo], key[hi]
+                idx[hi], idx[lo] = idx[lo], idx[hi]
+            if key[hi] < key[mid]:
+                key[hi], key[mid] = key[mid], key[hi]
+                idx[hi], idx[mid] = idx[mid], idx[hi]
+            pivot = key[mid]
+            i = lo
+            j = hi
+            while i <= j:
+                while key[i] < pivot:
+                    i += 1
+                while key[j] > pivot:
+                    j -= 1
+                if i <= j:
+                    key[i], key[j] = key[j], key[i]
+                    idx[i], idx[j] = idx[j], idx[i]
+                    i += 1
+                    j -= 1
+            if j - lo < hi - i:
+                stack[top] = i
+                stack[top + 1] = hi
+                hi = j
+            else:
+                stack[top] = lo
+                stack[top + 1] = j
+                lo = i
+            top += 2
+        for a in range(lo + 1, hi + 1):
+            kv = key[a]
+            iv = idx[a]
+            b = a - 1
+            while b >= lo and key[b] > kv:
+                key[b + 1] = key[b]
+                idx[b + 1] = idx[b]
+                b -= 1
+            key[b + 1] = kv
+            idx[b + 1] = iv
+        if top == 0:
+            return
+        top -= 2
+        lo = stack[top]
+        hi = stack[top + 1]
+
+
+@njit(cache=True, nogil=True)
+def _cut_below_top(key, n, k, best):
+    """A score ``t`` such that every item that can rank within the first ``k`` slots (fewer
+    than ``k`` items strictly above it) scores ``>= t``; needs ``n >= k``.
+
+    ``t`` = the smallest of the maxima of the ``k`` interleaved slices ``key[b::k]``: ``k``
+    items score ``>= t``, so the k-th largest score is ``>= t``. One branch-free, vectorised
+    pass (an exact k-th largest costs a mispredicted branch per item); on random scores
+    about twice ``k`` items pass. ``best`` is scratch of length >= k.
+    """
+    for b in range(k):
+        best[b] = key[b]
+    start = k
+    while start + k <= n:
+        for b in range(k):
+            best[b] = max(best[b], key[start + b])
+        start += k
+    for b in range(n - start):
+        best[b] = max(best[b], key[start + b])
+    cut = best[0]
+    for b in range(1, k):
+        cut = min(cut, best[b])
+    return cut
+
+
+@njit(cache=True, nogil=True)
+def _rank_by_counting(pool, n_pool, key, items, n_items, above, ties):
+    """For items ``items[:n_items]``: ``above[i]`` = pool scores strictly higher than
+    ``key[i]``, ``ties[i]`` = pool scores equal to it (itself included). The pool must hold
+    every score >= the item's own. Branch-free counting vectorises, so for a few items it
+    beats sorting the group."""
+    for u in range(n_items):
+        i = items[u]
+        value = key[i]
+        # NOTE: int64 counters: a comparison mask is already 64 bits wide per lane.
+        higher = np.int64(0)
+        at_least = np.int64(0)
+        for q in range(n_pool):
+            higher += np.int64(pool[q] > value)
+            at_least += np.int64(pool[q] >= value)
+        above[i] = higher
+        ties[i] = at_least - higher
+
+
+@njit(cache=True, nogil=True)
+def _rank_sorted(key, idx, n, stack, above, ties):
+    """``above``/``ties`` of every item by one sort; ``key`` is overwritten."""
+    for i in range(n):
+        key[i] = -key[i]
+        idx[i] = i
+    _sort_by_key(key, idx, n, stack)
+    r = 0
+    while r < n:
+        e = r + 1
+        while e < n and key[e] == key[r]:
+            e += 1
+        for t in range(r, e):
+            above[idx[t]] = r
+            ties[idx[t]] = e - r
+        r = e
+
+
+@njit(cache=True, nogil=True)
+def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, log1p_gain,
+                cum_discount, counting_max, sums, weights, used, bad_labels):
+    """Add groups ``g_first:g_last`` into ``sums`` (candidates, objectives, specs), ``weights``
+    and ``used`` (objectives, specs); ``bad_labels`` = [count, first flat index] of labels that
+    are negative, NaN or inf."""
+    n_candidates = fused.shape[0]
+    n_objectives = labels.shape[1]
+    n_specs = kinds.shape[0]
+    need_ranks = False
+    k_max = 0
+    for s in range(n_specs):
+        if kinds[s] == _GAUC:
+            need_ranks = True
+        else:
+            k_max = max(k_max, ks[s])
+    width = 1
+    for g in range(g_first, g_last):
+        width = max(width, offsets[g + 1] - offsets[g])
+    key = np.empty(width)
+    idx = np.empty(width, dtype=np.int64)
+    stack = np.empty(128, dtype=np.int64)
+    above = np.empty(width, dtype=np.int64)
+    ties = np.empty(width, dtype=np.int64)
+    top_items = np.empty(width, dtype=np.int64)
+    top_key = np.empty(width)
+    positive_items = np.empty(width, dtype=np.int64)
+    low_positives = np.empty(width, dtype=np.int64)
+    best = np.empty(max(1, min(k_max, _SELECT_K_MAX)))
+    gains = np.empty((width, n_objectives))
+    raw = np.empty((width, n_objectives))
+    positive = np.empty((width, n_objectives))
+    n_pos = np.empty(n_objectives)
+    ideal = np.zeros((n_objectives, n_specs))
+    active = np.zeros((n_objectives, n_specs), dtype=np.bool_)
+    rank_sum = np.empty(n_objectives)
+    gained = np.empty((n_objectives, n_specs))
+
+    for g in range(g_first, g_last):
+        start = offsets[g]
+        n = offsets[g + 1] - start
+        for j in range(n_objectives):
+            n_pos[j] = 0.0
+        n_positive_items = 0
+        for i in range(n):
+            any_positive = False
+            for j in range(n_objectives):
+                label = labels[start + i, j]
+                value = np.float64(label)
+                if not (value >= 0.0 and value < np.inf):
+                    if bad_labels[0] == 0:
+                        bad_labels[1] = (start + i) * n_objectives + j
+                    bad_labels[0] += 1
+                raw[i, j] = value
+                # log1p(0) = 0: most labels are 0, skip the call for them.
+                gains[i, j] = np.log1p(value) if log1p_gain[j] and value != 0.0 else value
+                is_positive = label > thresholds[j]
+                positive[i, j] = np.float64(is_positive)
+                n_pos[j] += positive[i, j]
+                any_positive |= is_positive
+            # Branch-free compaction: write always, advance only for a positive.
+            positive_items[n_positive_items] = i
+            n_positive_items += np.int64(any_positive)
+
+        # Which groups count, and the ideal DCG: once per group, shared by all candidates.
+        for j in range(n_objectives):
+            n_ideal = 0
+            for s in range(n_specs):
+                if kinds[s] == _NDCG:
+                    # Only non-zero gains add to the ideal DCG; labels are mostly zero.
+                    for i in range(n):
+                        if gains[i, j] > 0.0:
+                            key[n_ideal] = -gains[i, j]
+                            n_ideal += 1
+                    _sort_by_key(key, idx, n_ideal, stack)
+                    break
+            for s in range(n_specs):
+                kind = kinds[s]
+                if kind == _GAUC:
+                    ok = n_pos[j] > 0.0 and n_pos[j] < n
+                    weight = np.float64(n)
+                elif kind == _NDCG:
+                    total = 0.0
+                    for r in range(min(n_ideal, ks[s])):
+                        total += -key[r] * (cum_discount[r + 1] - cum_discount[r])
+                    ideal[j, s] = total
+                    ok = total > 0.0
+                    weight = 1.0
+                else:
+                    ok = True
+                    weight = 1.0
+                active[j, s] = ok
+                if ok:
+                    weights[j, s] += weight
+                    used[j, s] += 1
+        if not need_ranks:
+            n_positive_items = 0
+
+        for c in range(n_candidates):
+            for i in range(n):
+                key[i] = fused[c, start + i]
+            # Only two kinds of items need their rank: those that can land in the first k_max
+            # slots (ndcg/top) -- all score >= cut, and their ranks among the items >= cut are
+            # their ranks in the group -- and, for gauc, the positives below the cut.
+            n_top = 0
+            cut = np.inf
+            if k_max > 0:
+                cut = -np.inf
+                if n > k_max and k_max <= _SELECT_K_MAX:
+                    cut = _cut_below_top(key, n, k_max, best)
+                for i in range(n):
+                    top_items[n_top] = i
+                    top_key[n_top] = key[i]
+                    n_top += np.int64(key[i] >= cut)
+                # The same cut again over the survivors narrows them to about k_max.
+                if n_top > k_max + 1 and k_max <= _SELECT_K_MAX:
+                    cut = _cut_below_top(top_key, n_top, k_max, best)
+                    kept = 0
+                    for u in range(n_top):
+                        top_items[kept] = top_items[u]
+                        top_key[kept] = top_key[u]
+                        kept += np.int64(top_key[u] >= cut)
+                    n_top = kept
+            n_low = 0
+            for u in range(n_positive_items):
+                i = positive_items[u]
+                low_positives[n_low] = i
+                n_low += np.int64(key[i] < cut)
+            if n_top * n_top + n_low * n <= counting_max * n:
+                _rank_by_counting(top_key, n_top, key, top_items, n_top, above, ties)
+                _rank_by_counting(key, n, key, low_positives, n_low, above, ties)
+            else:
+                _rank_sorted(key, idx, n, stack, above, ties)
+
+            # gauc: the positives' mean ascending ranks; a tie block shares the mean rank.
+            for j in range(n_objectives):
+                rank_sum[j] = 0.0
+            for u in range(n_positive_items):
+                i = positive_items[u]
+                mean_rank = n - above[i] - (ties[i] - 1) * 0.5
+                for j in range(n_objectives):
+                    rank_sum[j] += positive[i, j] * mean_rank
+            # ndcg/top: item i's tie block covers positions above[i] .. above[i] + ties[i] - 1
+            # (0-based); it gets 1 / ties[i] of the discounts (slots) of those within K.
+            # Branch-free: an item at or below K gets a zero share.
+            for j in range(n_objectives):
+                for s in range(n_specs):
+                    gained[j, s] = 0.0
+            for u in range(n_top):
+                i = top_items[u]
+                t = ties[i]
+                for s in range(n_specs):
+                    k = ks[s]
+                    first = min(above[i], k)
+                    last = min(above[i] + t, k)
+                    if kinds[s] == _NDCG:
+                        share = (cum_discount[last] - cum_discount[first]) / t
+                        for j in range(n_objectives):
+                            gained[j, s] += gains[i, j] * share
+                    elif kinds[s] == _TOP:
+                        share = (last - first) / t
+                        for j in range(n_objectives):
+                            gained[j, s] += raw[i, j] * share
+            for j in range(n_objectives):
+                for s in range(n_specs):
+                    if not active[j, s]:
+                        continue
+                    kind = kinds[s]
+                    if kind == _GAUC:
+                        p = n_pos[j]
+                        auc = (rank_sum[j] - p * (p + 1.0) * 0.5) / (p * (n - p))
+                        sums[c, j, s] += n * auc
+                    elif kind == _NDCG:
+                        sums[c, j, s] += gained[j, s] / ideal[j, s]
+                    else:
+                        sums[c, j, s] += gained[j, s]
+
+
+@njit(cache=True, nogil=True)
+def _global_auc_kernel(fused, positives):
+    n = fused.shape[0]
+    n_pos = 0.0
+    for i in range(n):
+        if positives[i]:
+            n_pos += 1.0
+    n_neg = n - n_pos
+    if n_pos == 0.0 or n_neg == 0.0:
+        return np.nan
+    key = fused.copy()
+    idx = np.arange(n)
+    _sort_by_key(key, idx, n, np.empty(128, dtype=np.int64))
+    rank_sum = 0.0
+    r = 0
+    while r < n:
+        e = r + 1
+        while e < n and key[e] == key[r]:
+            e += 1
+        block_pos = 0.0
+        for t in range(r, e):
+            if positives[idx[t]]:
+                block_pos += 1.0
+        rank_sum += block_pos * (r + e + 1) * 0.5
+        r = e
+    return (rank_sum - n_pos * (n_pos + 1.0) * 0.5) / (n_pos * n_neg)
