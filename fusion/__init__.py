@@ -25,7 +25,7 @@ from .errors import (
 )
 from .evaluate import EvaluationResult, evaluate, evaluate_many
 from .formulas import Formula
-from .logs import LogSet, load_logs
+from .logs import LogSet, describe_source, load_logs
 from .schema import Objective, Schema
 from .search import search
 from .study import SearchResult, open_study
@@ -53,6 +53,7 @@ __all__ = [
     "SourceError",
     "StudyError",
     "__version__",
+    "describe_source",
     "evaluate",
     "evaluate_many",
     "export_config",

@@ -276,6 +276,16 @@ def connect_sandboxed(files: Sequence[Path]) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def describe_source(source: str | Path | Sequence[str | Path]) -> dict[str, str]:
+    """Column names and DuckDB types of a log source (path, glob or list), without loading it."""
+    files = resolve_sources(source)
+    con = connect_sandboxed(files)
+    try:
+        return _describe(con, _source_sql(files), [str(f) for f in files])
+    finally:
+        con.close()
+
+
 def _quote(identifier: str) -> str:
     # Identifiers are always checked against the source's own columns first; quoting guards
     # the SQL text against names with quotes or spaces that a real file may carry.

@@ -1,0 +1,1 @@
+"""The Fusion Tuner dashboard (``streamlit run app/streamlit_app.py``)."""
