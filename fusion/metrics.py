@@ -248,6 +248,20 @@ def grouped_metric_sums(
       labels in the first K slots. Every group counts, including all-zero ones.
     - A group smaller than K (any K larger than the group) uses all of its rows: ndcg@K is then
       the full NDCG and top@K the sum of its labels.
+
+    Results are reproducible to the bit: groups are cut into chunks by row count (never by
+    thread count), each chunk adds its groups in order and the chunks are added in order, so
+    a candidate gets the same bits alone or among others, on any number of threads
+    (``NUMBA_NUM_THREADS``, default: every CPU).
+
+    Raises
+    ------
+    MetricError
+        A malformed metric name, or the global ``"auc"`` among ``specs``.
+    InvalidValueError
+        Mismatched shapes, ``group_offsets`` not rising strictly from 0 to ``rows``, a NaN
+        fused score, a negative, NaN or infinite label (each message gives the count and one
+        example).
     """
     specs = parse_metrics(specs)
     not_grouped = [str(s) for s in specs if not s.grouped]
@@ -272,11 +286,13 @@ def grouped_metric_sums(
     thresholds = _per_objective(positive_thresholds, n_objectives, "positive_thresholds",
                                 np.float64)
     log1p_gain = _per_objective(log1p_gain, n_objectives, "log1p_gain", np.bool_)
-    bad, example = _count_nan(fused.reshape(-1))
-    if bad:
+    # min/max propagate NaN: two passes, no temporary array.
+    if labels.size and not (labels.min() >= 0 and labels.max() < np.inf):
+        bad_mask = ~((labels >= 0) & (labels < np.inf))
+        row, j = np.argwhere(bad_mask)[0]
         raise InvalidValueError(
-            f"fused scores: {bad} value(s) are NaN, e.g. candidate {example // n_rows}, "
-            f"row {example % n_rows}")
+            f"labels: {int(bad_mask.sum())} value(s) are negative, NaN or inf, e.g. row {row}, "
+            f"objective {j}: {float(labels[row, j])!r}")
 
     kinds = np.array([GROUPED_METRICS.index(s.name) for s in specs], dtype=np.int64)
     ks = np.array([s.k or 0 for s in specs], dtype=np.int64)
@@ -291,22 +307,21 @@ def grouped_metric_sums(
     sums = np.zeros((n_chunks, fused.shape[0], n_objectives, len(specs)))
     weights = np.zeros((n_chunks, n_objectives, len(specs)))
     used = np.zeros((n_chunks, n_objectives, len(specs)), dtype=np.int64)
-    bad_labels = np.zeros((n_chunks, 2), dtype=np.int64)
+    nan_count = np.zeros((n_chunks, 1), dtype=np.int64)
     thresholds32 = thresholds.astype(np.float32)
     counting_max = _COUNTING_MAX
 
     def run(chunk: int) -> None:
         _chunk_sums(fused, labels, offsets, chunk_starts[chunk], chunk_starts[chunk + 1], kinds,
                     ks, thresholds32, log1p_gain, cum_discount, counting_max, sums[chunk],
-                    weights[chunk], used[chunk], bad_labels[chunk])
+                    weights[chunk], used[chunk], nan_count[chunk])
 
     _run_chunks(n_chunks, run)
-    bad = int(bad_labels[:, 0].sum())
-    if bad:
-        example = int(bad_labels[np.flatnonzero(bad_labels[:, 0])[0], 1])
+    if nan_count.any():  # checked in the kernel's own pass over the scores
+        candidate, row = np.argwhere(np.isnan(fused))[0]
         raise InvalidValueError(
-            f"labels: {bad} value(s) are negative, NaN or inf, e.g. row {example // n_objectives}"
-            f", objective {example % n_objectives}: {float(labels.reshape(-1)[example])!r}")
+            f"fused scores: {int(nan_count.sum())} value(s) are NaN, e.g. candidate "
+            f"{candidate}, row {row}")
     n_groups = offsets.shape[0] - 1
     # Chunks are reduced in a fixed order, so results do not depend on the thread count.
     sums = sums.sum(axis=0)
@@ -342,7 +357,13 @@ def global_auc(fused: np.ndarray, positives: np.ndarray) -> float:
     bad, example = _count_nan(fused)
     if bad:
         raise InvalidValueError(f"fused scores: {bad} value(s) are NaN, e.g. row {example}")
-    return _global_auc_kernel(fused, positives)
+    n_pos = int(np.count_nonzero(positives))
+    n_neg = fused.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(fused)  # numpy's sort beats a hand-written one here
+    rank_sum = _sorted_rank_sum(fused[order], positives[order])
+    return float((rank_sum - n_pos * (n_pos + 1.0) * 0.5) / (n_pos * n_neg))
 
 
 # --- validation helpers ----------------------------------------------------------------------
@@ -396,14 +417,17 @@ def _thread_count() -> int:
 
 
 _POOL_LOCK = threading.Lock()
-_POOL: list[ThreadPoolExecutor] = []
+_POOL: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shared helper threads (created on first use, grown if more are asked for)."""
     with _POOL_LOCK:
-        if not _POOL or _POOL[0]._max_workers < workers:
-            _POOL[:] = [ThreadPoolExecutor(workers, thread_name_prefix="fusion-metrics")]
-        return _POOL[0]
+        size, pool = _POOL.get("helpers", (0, None))
+        if pool is None or size < workers:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="fusion-metrics")
+            _POOL["helpers"] = (workers, pool)
+        return pool
 
 
 def _run_chunks(n_chunks: int, run: Callable[[int], None]) -> None:
@@ -545,11 +569,11 @@ def _cut_below_top(key, n, k, best):
 
 
 @njit(cache=True, nogil=True)
-def _rank_by_counting(pool, n_pool, key, items, n_items, above, ties):
-    """For items ``items[:n_items]``: ``above[i]`` = pool scores strictly higher than
-    ``key[i]``, ``ties[i]`` = pool scores equal to it (itself included). The pool must hold
-    every score >= the item's own. Branch-free counting vectorises, so for a few items it
-    beats sorting the group."""
+def _rank_by_counting(pool, n_pool, offset, key, items, n_items, above, ties):
+    """For items ``items[:n_items]``: ``above[i]`` = ``offset`` + pool scores strictly higher
+    than ``key[i]``, ``ties[i]`` = pool scores equal to it. The pool holds every score equal
+    to the item's (itself included) and every higher one but ``offset`` of them. Branch-free
+    counting vectorises, so for a few items it beats sorting the group."""
     for u in range(n_items):
         i = items[u]
         value = key[i]
@@ -559,7 +583,7 @@ def _rank_by_counting(pool, n_pool, key, items, n_items, above, ties):
         for q in range(n_pool):
             higher += np.int64(pool[q] > value)
             at_least += np.int64(pool[q] >= value)
-        above[i] = higher
+        above[i] = offset + higher
         ties[i] = at_least - higher
 
 
@@ -581,12 +605,11 @@ def _rank_sorted(key, idx, n, stack, above, ties):
         r = e
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, log1p_gain,
-                cum_discount, counting_max, sums, weights, used, bad_labels):
+                cum_discount, counting_max, sums, weights, used, nan_count):
     """Add groups ``g_first:g_last`` into ``sums`` (candidates, objectives, specs), ``weights``
-    and ``used`` (objectives, specs); ``bad_labels`` = [count, first flat index] of labels that
-    are negative, NaN or inf."""
+    and ``used`` (objectives, specs); count NaN fused scores into ``nan_count[0]``."""
     n_candidates = fused.shape[0]
     n_objectives = labels.shape[1]
     n_specs = kinds.shape[0]
@@ -607,6 +630,8 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
     ties = np.empty(width, dtype=np.int64)
     top_items = np.empty(width, dtype=np.int64)
     top_key = np.empty(width)
+    bottom_key = np.empty(width)
+    share = np.empty(width)
     positive_items = np.empty(width, dtype=np.int64)
     low_positives = np.empty(width, dtype=np.int64)
     best = np.empty(max(1, min(k_max, _SELECT_K_MAX)))
@@ -630,10 +655,6 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
             for j in range(n_objectives):
                 label = labels[start + i, j]
                 value = np.float64(label)
-                if not (value >= 0.0 and value < np.inf):
-                    if bad_labels[0] == 0:
-                        bad_labels[1] = (start + i) * n_objectives + j
-                    bad_labels[0] += 1
                 raw[i, j] = value
                 # log1p(0) = 0: most labels are 0, skip the call for them.
                 gains[i, j] = np.log1p(value) if log1p_gain[j] and value != 0.0 else value
@@ -652,9 +673,8 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
                 if kinds[s] == _NDCG:
                     # Only non-zero gains add to the ideal DCG; labels are mostly zero.
                     for i in range(n):
-                        if gains[i, j] > 0.0:
-                            key[n_ideal] = -gains[i, j]
-                            n_ideal += 1
+                        key[n_ideal] = -gains[i, j]
+                        n_ideal += np.int64(gains[i, j] > 0.0)
                     _sort_by_key(key, idx, n_ideal, stack)
                     break
             for s in range(n_specs):
@@ -680,38 +700,57 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
             n_positive_items = 0
 
         for c in range(n_candidates):
+            n_nan = 0
             for i in range(n):
                 key[i] = fused[c, start + i]
+                n_nan += np.int64(key[i] != key[i])
+            if n_nan:  # reported by the caller; NaN has no rank
+                nan_count[0] += n_nan
+                continue
             # Only two kinds of items need their rank: those that can land in the first k_max
             # slots (ndcg/top) -- all score >= cut, and their ranks among the items >= cut are
             # their ranks in the group -- and, for gauc, the positives below the cut.
             n_top = 0
             cut = np.inf
+            pool = key  # the scores a positive below the cut is counted against
+            n_pool = n
             if k_max > 0:
                 cut = -np.inf
                 if n > k_max and k_max <= _SELECT_K_MAX:
                     cut = _cut_below_top(key, n, k_max, best)
+                # Branch-free partition: every item is written to both sides, and only the
+                # side it belongs to advances.
+                n_bottom = 0
                 for i in range(n):
+                    is_top = np.int64(key[i] >= cut)
                     top_items[n_top] = i
                     top_key[n_top] = key[i]
-                    n_top += np.int64(key[i] >= cut)
+                    bottom_key[n_bottom] = key[i]
+                    n_top += is_top
+                    n_bottom += 1 - is_top
                 # The same cut again over the survivors narrows them to about k_max.
                 if n_top > k_max + 1 and k_max <= _SELECT_K_MAX:
                     cut = _cut_below_top(top_key, n_top, k_max, best)
                     kept = 0
                     for u in range(n_top):
+                        is_top = np.int64(top_key[u] >= cut)
                         top_items[kept] = top_items[u]
+                        bottom_key[n_bottom] = top_key[u]
                         top_key[kept] = top_key[u]
-                        kept += np.int64(top_key[u] >= cut)
+                        kept += is_top
+                        n_bottom += 1 - is_top
                     n_top = kept
+                pool = bottom_key
+                n_pool = n_bottom
             n_low = 0
             for u in range(n_positive_items):
                 i = positive_items[u]
                 low_positives[n_low] = i
                 n_low += np.int64(key[i] < cut)
-            if n_top * n_top + n_low * n <= counting_max * n:
-                _rank_by_counting(top_key, n_top, key, top_items, n_top, above, ties)
-                _rank_by_counting(key, n, key, low_positives, n_low, above, ties)
+            if n_top * n_top + n_low * n_pool <= counting_max * n:
+                _rank_by_counting(top_key, n_top, 0, key, top_items, n_top, above, ties)
+                # Every item above the cut is above a positive below it.
+                _rank_by_counting(pool, n_pool, n_top, key, low_positives, n_low, above, ties)
             else:
                 _rank_sorted(key, idx, n, stack, above, ties)
 
@@ -725,25 +764,30 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
                     rank_sum[j] += positive[i, j] * mean_rank
             # ndcg/top: item i's tie block covers positions above[i] .. above[i] + ties[i] - 1
             # (0-based); it gets 1 / ties[i] of the discounts (slots) of those within K.
-            # Branch-free: an item at or below K gets a zero share.
-            for j in range(n_objectives):
-                for s in range(n_specs):
-                    gained[j, s] = 0.0
+            n_within = 0
             for u in range(n_top):
                 i = top_items[u]
-                t = ties[i]
-                for s in range(n_specs):
-                    k = ks[s]
+                top_items[n_within] = i
+                n_within += np.int64(above[i] < k_max)
+            for s in range(n_specs):
+                kind = kinds[s]
+                if kind == _GAUC:
+                    continue
+                k = ks[s]
+                for u in range(n_within):
+                    i = top_items[u]
                     first = min(above[i], k)
-                    last = min(above[i] + t, k)
-                    if kinds[s] == _NDCG:
-                        share = (cum_discount[last] - cum_discount[first]) / t
-                        for j in range(n_objectives):
-                            gained[j, s] += gains[i, j] * share
-                    elif kinds[s] == _TOP:
-                        share = (last - first) / t
-                        for j in range(n_objectives):
-                            gained[j, s] += raw[i, j] * share
+                    last = min(above[i] + ties[i], k)
+                    if kind == _NDCG:
+                        share[u] = (cum_discount[last] - cum_discount[first]) / ties[i]
+                    else:
+                        share[u] = (last - first) / ties[i]
+                source = gains if kind == _NDCG else raw
+                for j in range(n_objectives):
+                    total = 0.0
+                    for u in range(n_within):
+                        total += source[top_items[u], j] * share[u]
+                    gained[j, s] = total
             for j in range(n_objectives):
                 for s in range(n_specs):
                     if not active[j, s]:
@@ -760,28 +804,18 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
 
 
 @njit(cache=True, nogil=True)
-def _global_auc_kernel(fused, positives):
-    n = fused.shape[0]
-    n_pos = 0.0
-    for i in range(n):
-        if positives[i]:
-            n_pos += 1.0
-    n_neg = n - n_pos
-    if n_pos == 0.0 or n_neg == 0.0:
-        return np.nan
-    key = fused.copy()
-    idx = np.arange(n)
-    _sort_by_key(key, idx, n, np.empty(128, dtype=np.int64))
+def _sorted_rank_sum(sorted_scores, sorted_positives):
+    """Sum of the positives' average ascending ranks, scores sorted ascending."""
+    n = sorted_scores.shape[0]
     rank_sum = 0.0
     r = 0
     while r < n:
         e = r + 1
-        while e < n and key[e] == key[r]:
+        while e < n and sorted_scores[e] == sorted_scores[r]:
             e += 1
         block_pos = 0.0
         for t in range(r, e):
-            if positives[idx[t]]:
-                block_pos += 1.0
+            block_pos += sorted_positives[t]
         rank_sum += block_pos * (r + e + 1) * 0.5
         r = e
-    return (rank_sum - n_pos * (n_pos + 1.0) * 0.5) / (n_pos * n_neg)
+    return rank_sum

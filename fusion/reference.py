@@ -182,7 +182,8 @@ def sql_metrics(
     for s, spec in enumerate(specs):
         if spec.k is not None:
             params[f"k{s}"] = spec.k
-    con = duckdb.connect(":memory:")
+    # The query reads only the registered table: no file or network access.
+    con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
         if threads is not None:
             con.execute("SET threads = ?", [int(threads)])
