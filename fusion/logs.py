@@ -60,6 +60,8 @@ _READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".json": "read_json"
             ".ndjson": "read_json", ".tsv": "read_csv"}
 _NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                   "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "BOOLEAN")
+_CSV_TYPES = "['BOOLEAN', 'BIGINT', 'DOUBLE', 'TIMESTAMP', 'VARCHAR']"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _BATCH_ROWS = 1 << 17  # larger batches raise DuckDB's peak memory, not speed
 _SLICE_TYPES = ("VARCHAR", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
                 "UINTEGER", "UBIGINT", "BOOLEAN", "ENUM")
@@ -294,6 +296,10 @@ def _quote(identifier: str) -> str:
 
 def _source_sql(files: Sequence[Path]) -> str:
     reader = _reader_for(files[0])
+    if reader == "read_csv":
+        # NOTE: the sniffer's default candidates read "-inf" as a DATE and "inf" next to
+        # numbers as text; scores are numbers, times are timestamps, nothing else is needed.
+        return f"{reader}($files, auto_type_candidates={_CSV_TYPES})"
     return f"{reader}($files)"
 
 
@@ -412,10 +418,36 @@ def _check_numeric(con, source_sql: str, params: dict, columns: dict[str, str], 
                 f"WHERE {ident} IS NOT NULL AND TRY_CAST({ident} AS DOUBLE) IS NULL",
                 params,
             ).fetchall()[0]
+            if not bad:
+                # e.g. a CSV column with no value at all is sniffed as text: the cast to
+                # float gives NULLs, which the value checks then report as missing.
+                continue
             raise ColumnTypeError(
                 f"column {column!r} (objective {objective.name!r}) must be numeric but is "
                 f"{dtype}: {bad} row(s) are not numbers, e.g. {example!r}"
             )
+
+
+def _check_float32_range(con, source_sql: str, condition: str, params: dict, schema: Schema) -> None:
+    """Raise InvalidValueError for finite scores or labels too large for float32.
+
+    Scores and labels are held as float32; DuckDB refuses to cast such a value, which would
+    otherwise surface as a cast error that names no row. Runs only after a cast failed.
+    """
+    for objective in schema.objectives:
+        for column in (objective.score_column, objective.label_column):
+            value = f"TRY_CAST({_quote(column)} AS DOUBLE)"
+            bad, example = con.execute(
+                f"SELECT count(*), any_value({value}) FROM {source_sql} WHERE ({condition}) "
+                f"AND isfinite({value}) AND abs({value}) > {_FLOAT32_MAX!r}",
+                params,
+            ).fetchall()[0]
+            if bad:
+                raise InvalidValueError(
+                    f"column {column!r} (objective {objective.name!r}): {bad} row(s) are beyond "
+                    f"the float32 range (|x| > {_FLOAT32_MAX:.4g}) scores and labels are held "
+                    f"in, e.g. {example!r}"
+                )
 
 
 def _describe_row(ids: tuple[pa.ChunkedArray, pa.ChunkedArray], row: int) -> str:
@@ -550,9 +582,14 @@ def load_logs(
         condition, params = _filter_sql(where, columns)
         params["files"] = file_names
         _check_numeric(con, source_sql, params, columns, resolved)
-        sql, params = _select_sql(source_sql, condition, params, resolved, slice_columns,
-                                  sample_requests, seed)
-        columns_read = _read_columns(con, sql, params, resolved, slice_columns)
+        select, select_params = _select_sql(source_sql, condition, params, resolved,
+                                            slice_columns, sample_requests, seed)
+        try:
+            columns_read = _read_columns(con, select, select_params, resolved, slice_columns)
+        except FilterError:
+            # A cast failed: name a score or label beyond float32 before blaming a filter.
+            _check_float32_range(con, source_sql, condition, params, resolved)
+            raise
     finally:
         con.close()
     if columns_read.n_rows == 0:
@@ -630,7 +667,8 @@ def _read_columns(con, sql, params, schema, slice_columns) -> _Columns:
                 chunks.append(_detach(batch.column(name)))
             position = stop
     except duckdb.ConversionException as exc:
-        raise FilterError(f"a filter value does not fit its column's type: {_first_line(exc)}") from None
+        raise FilterError(f"a filter value (or a timestamp) does not fit its column's type: "
+                          f"{_first_line(exc)}") from None
     except duckdb.Error as exc:
         raise SourceError(f"reading the logs failed: {_first_line(exc)}") from None
     if position != n:
