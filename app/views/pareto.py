@@ -21,8 +21,10 @@ pairs = [f"{o}:{m}" for o in logs.objectives for m in state.METRICS]
 with st.form("pareto:settings"):
     left, right = st.columns(2)
     kind = left.selectbox("formula", KINDS, index=KINDS.index(formula.kind), key="pareto:kind")
-    maximise = left.multiselect("maximise", pairs, default=[f"{o}:gauc" for o in logs.objectives],
-                                key="pareto:objectives")
+    # Graded objectives (dwell) are judged by how much of them reaches the top, not by AUC.
+    defaults = [f"{o.name}:{'gauc' if o.kind == 'binary' else 'ndcg@10'}"
+                for o in logs.schema.objectives]
+    maximise = left.multiselect("maximise", pairs, default=defaults, key="pareto:objectives")
     constraints = left.text_area(
         "guardrails, one per line", key="pareto:constraints",
         placeholder="conversion:gauc>=0.995*baseline",
