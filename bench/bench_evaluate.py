@@ -12,10 +12,11 @@ metrics gauc, ndcg@10 and top@10 of every objective for one ``sum`` formula. Pee
   timed on the first ``--sklearn-requests`` requests and extrapolated linearly;
 - the floor: one numpy pass ``scores @ w`` (the fusion alone, no metric).
 
-Then evaluate_many candidates per second, the peak memory of evaluate on ``--memory-rows``
-impressions (resident-set high-water mark in a fresh subprocess, reset after loading, set
-against LogSet.nbytes), and the metric kernel's first-call latency with a cold and a warm
-numba cache. Times are medians of ``--repeats`` runs after a warm-up run.
+Then evaluate_many candidates per second, the metric kernel alone (given fused scores, and
+fusing the features itself as evaluate_many does), the peak memory of evaluate on
+``--memory-rows`` impressions (resident-set high-water mark in a fresh subprocess, reset
+after loading, set against LogSet.nbytes), and the metric kernel's first-call latency with a
+cold and a warm numba cache. Times are medians of ``--repeats`` runs after a warm-up run.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def main() -> int:
 
     import fusion
     from fusion.formulas import combine
-    from fusion.metrics import grouped_metric_sums, label_rules
+    from fusion.metrics import combined_metric_sums, grouped_metric_sums, label_rules
     from fusion.reference import sklearn_loop_metrics, sql_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
@@ -177,6 +178,12 @@ def main() -> int:
         t_kernel, _ = median_time(
             lambda: grouped_metric_sums(fused_many, logs.labels, logs.group_offsets, **rules), 1)
         del fused_many
+        # The same with the fusion inside the kernel (what evaluate_many runs).
+        features = logs.scores.astype(np.float64)
+        t_combined, _ = median_time(
+            lambda: combined_metric_sums(features, grid[:kernel_candidates], logs.labels,
+                                         logs.group_offsets, **rules), 1)
+        del features
         t_many, many = median_time(
             lambda: fusion.evaluate_many(logs, "sum", weights=grid, metrics=METRICS), 1)
         per_second = args.candidates / t_many
@@ -214,6 +221,8 @@ def main() -> int:
         [f"metric kernel alone on ready fused scores, {kernel_candidates} candidates",
          f"{t_kernel:.2f}",
          f"{kernel_candidates / t_kernel:.1f} cand/s", "", ""],
+        [f"metric kernel fusing features itself, {kernel_candidates} candidates",
+         f"{t_combined:.2f}", f"{kernel_candidates / t_combined:.1f} cand/s", "", ""],
     ]
     if memory is not None:
         share = max(memory["peak_extra"], memory["peak_traced"]) / memory["nbytes"]

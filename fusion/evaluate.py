@@ -6,17 +6,19 @@ confidence intervals); :func:`evaluate_many` scores many weight vectors of one k
 How the work is shared and bounded:
 
 - Rows are processed in chunks of whole groups (about ``chunk_rows`` rows): per chunk the
-  feature matrix ``X`` (rows x objectives) is computed once per formula template, every
-  candidate's fused scores are ``X @ w`` (:func:`fusion.formulas.combine`), and one call of
-  the metric kernel scores all candidates. Chunk sums add up (:class:`MetricSums`).
-- Candidates are processed in batches small enough that their fused scores stay under
-  256 MB. The chunk layout never depends on the number of candidates, so a formula
-  evaluated alone and inside :func:`evaluate_many` gives the same bits.
+  feature matrix ``X`` (rows x objectives) is computed once per formula template, and one
+  call of the metric kernel (:func:`fusion.metrics.combined_metric_sums`) scores every
+  candidate, fusing ``X @ w`` group by group in its own scratch: no (candidates x rows)
+  matrix is built. Chunk sums add up (:class:`MetricSums`).
+- Candidates are processed in batches of at most
+  :func:`fusion.metrics.candidates_per_call`, whose chunk layout (hence every bit) does not
+  depend on the number of candidates, so a formula evaluated alone and inside
+  :func:`evaluate_many` gives the same bits.
 - ``group_by="user"``: rows are visited in user order (requests of one user together), so
   chunks hold whole users *and* whole requests; the permutation is computed once per LogSet
   and cached.
-- The global ``auc`` needs every row's fused score at once (8 bytes per row and candidate)
-  and one sort of all rows per objective.
+- The global ``auc`` needs every row's fused score at once (8 bytes per row and candidate,
+  batches kept under ``FUSED_BUDGET_BYTES``) and one sort of all rows per objective.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from .logs import LogSet
 from .metrics import (
     MetricSpec,
     MetricSums,
+    candidates_per_call,
+    combined_metric_sums,
     global_auc,
-    grouped_metric_sums,
     label_rules,
     parse_metric,
     parse_metrics,
@@ -158,17 +161,22 @@ class _Template:
 
     formula: Formula
     weights: np.ndarray
-    positions: np.ndarray  # rows of the fused matrix these candidates fill
+    positions: np.ndarray  # which candidates (rows of the result) these are
 
 
-def _fuse_chunk(templates: Sequence[_Template], n_candidates: int, scores: np.ndarray,
-                request_offsets: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
-    fused = np.empty((n_candidates, scores.shape[0]), dtype=np.float64)
-    for template in templates:
-        features = template.formula.features(scores, request_offsets, objectives)
-        for weights, position in zip(template.weights, template.positions):
-            combine(features, weights, out=fused[position])
-    return fused
+def _candidate_weights(templates: Sequence[_Template], n_candidates: int, m: int) -> np.ndarray:
+    """Weights (candidates, templates x m) over the features of every template side by side:
+    a candidate weighs its own template's block and nothing else."""
+    weights = np.zeros((n_candidates, len(templates) * m))
+    for t, template in enumerate(templates):
+        weights[template.positions, t * m:(t + 1) * m] = template.weights
+    return weights
+
+
+def _chunk_features(templates: Sequence[_Template], scores: np.ndarray,
+                    request_offsets: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
+    parts = [t.formula.features(scores, request_offsets, objectives) for t in templates]
+    return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,18 +191,20 @@ def _sweep(logs: LogSet, layout: _Layout, templates: Sequence[_Template], n_cand
            fused_out: np.ndarray | None = None) -> list[MetricSums | None]:
     """Metric sums of every block of groups (None when no grouped metric is asked)."""
     thresholds, log1p_gain = label_rules(logs.schema.objectives)
+    weights = _candidate_weights(templates, n_candidates, len(logs.objectives))
     out = []
     for first, last in blocks:
         total = None
         for start, stop, request_offsets, group_offsets in layout.chunks(first, last, chunk_rows):
-            fused = _fuse_chunk(templates, n_candidates, layout.take(logs.scores, start, stop),
-                                request_offsets, logs.objectives)
+            features = _chunk_features(templates, layout.take(logs.scores, start, stop),
+                                       request_offsets, logs.objectives)
             if fused_out is not None:
-                fused_out[:, start:stop] = fused
+                combine(features, weights, out=fused_out[:, start:stop])
             if grouped:
-                sums = grouped_metric_sums(
-                    fused, layout.take(logs.labels, start, stop), group_offsets, specs=grouped,
-                    positive_thresholds=thresholds, log1p_gain=log1p_gain)
+                # The kernel fuses each group's scores itself: no (candidates, rows) matrix.
+                sums = combined_metric_sums(
+                    features, weights, layout.take(logs.labels, start, stop), group_offsets,
+                    specs=grouped, positive_thresholds=thresholds, log1p_gain=log1p_gain)
                 total = sums if total is None else total + sums
         out.append(total)
     return out
@@ -686,10 +696,12 @@ def evaluate_many(
     layout = _layout(logs, group_by)
 
     n_candidates = matrix.shape[0]
-    wants_auc = any(not s.grouped for s in specs)
-    largest = int(np.diff(layout.group_offsets).max())
-    rows_held = logs.n_rows if wants_auc else min(logs.n_rows, max(int(chunk_rows), largest))
-    batch = max(1, FUSED_BUDGET_BYTES // (8 * rows_held))
+    # Only the global auc holds fused scores (of every row); the grouped metrics' memory is
+    # their accumulators, and a batch the kernel takes in one layout keeps every bit the
+    # same as evaluating each candidate alone.
+    batch = candidates_per_call(len(objectives), len(specs))
+    if any(not s.grouped for s in specs):
+        batch = min(batch, max(1, FUSED_BUDGET_BYTES // (8 * logs.n_rows)))
     values = np.empty((n_candidates, len(objectives), len(specs)))
     for first in range(0, n_candidates, batch):
         members = np.arange(first, min(first + batch, n_candidates))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FormulaError
+from .metrics import combine_rows, weight_terms
 
 KINDS: tuple[str, ...] = ("sum", "product", "rank")
 TRANSFORMS: tuple[str, ...] = ("identity", "log", "minmax", "zscore", "percentile")
@@ -527,21 +528,23 @@ def combine(features: np.ndarray, weights: np.ndarray, out: np.ndarray | None = 
     kernels for edge tiles), which would break ties by row position; summing
     ``w_j * x_j`` in objective order gives every row, and every candidate, the same
     arithmetic, so one formula fused alone or among many candidates gives the same bits.
-    Objectives whose weight is 0 for every candidate are skipped (adding ``0 * x`` is exact).
-    Memory beyond ``out`` is one row of scratch.
+    It is the metric kernel's own fusion (:func:`fusion.metrics.combined_metric_sums`), so
+    metrics of these scores equal the kernel's to the bit. Each candidate skips its zero
+    weights (adding ``0 * x`` changes no comparison, and would make an infinite ``x`` NaN).
     """
-    rows = features.shape[0]
+    features = np.ascontiguousarray(features, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
     matrix = np.atleast_2d(weights)
+    rows, m = features.shape
+    shape = (rows,) if weights.ndim == 1 else (matrix.shape[0], rows)
+    direct = out is not None and out.flags.c_contiguous and out.dtype == np.float64
+    result = out if direct else np.empty(shape)
+    combine_rows(features.reshape(-1), m, 1, *weight_terms(matrix),
+                 result.reshape(matrix.shape[0], rows))
     if out is None:
-        out = np.empty((rows,) if weights.ndim == 1 else (matrix.shape[0], rows))
-    targets = out if out.ndim == 2 else out[np.newaxis]  # a view either way
-    used = [j for j in range(matrix.shape[1]) if np.any(matrix[:, j] != 0)]
-    term = np.empty(rows)
-    for c in range(matrix.shape[0]):
-        targets[c] = 0.0
-        for j in used:
-            np.multiply(features[:, j], matrix[c, j], out=term)
-            targets[c] += term
+        return result
+    if result is not out:
+        out[...] = result.reshape(out.shape)
     return out
 
 

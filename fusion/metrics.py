@@ -1,8 +1,9 @@
 """Per-request ranking metrics of fused scores: exact, tie-aware, fast.
 
 Metric names (:func:`parse_metric`): ``"gauc"``, ``"ndcg@K"``, ``"top@K"`` are computed per
-group (a request, or a user) by :func:`grouped_metric_sums`; ``"auc"`` is one global AUC over
-all rows (:func:`global_auc`).
+group (a request, or a user) by :func:`grouped_metric_sums` (given fused scores) or
+:func:`combined_metric_sums` (given features and weight vectors: the kernel fuses each group
+itself); ``"auc"`` is one global AUC over all rows (:func:`global_auc`).
 
 Ties in the fused score are never broken by row order; every metric uses its tie-aware
 definition, so results do not depend on how the logs were sorted:
@@ -14,11 +15,12 @@ definition, so results do not depend on how the logs were sorted:
   This is the expectation over all orderings of the tied items.
 
 The hot loop is a numba kernel (``nogil``) run on chunks of whole groups by a few threads.
-Each group's labels are read once and its ideal DCG computed once; then, per candidate, only
-the items that matter are ranked: the positives (gauc) and the items that can reach the
-first K slots (ndcg/top), by vectorised counting, or by sorting the group when that is
-cheaper. Memory beyond the inputs is per-chunk scratch the size of the largest group plus
-one accumulator of shape (candidates, objectives, specs) per chunk (at most 64 chunks).
+Each group's labels are read once and its ideal DCG computed once; then, per candidate, the
+group's fused scores are computed into scratch and only the items that matter are ranked:
+the positives (gauc) and the labelled items that can reach the first K slots (ndcg/top), by
+vectorised counting, or by sorting the group when that is cheaper. Memory beyond the inputs
+is per-chunk scratch the size of the largest group plus one accumulator of shape
+(candidates, objectives, specs) per chunk (at most 64 chunks).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ __all__ = [
     "MetricSpec",
     "MetricSums",
     "global_auc",
+    "candidates_per_call",
+    "combined_metric_sums",
     "grouped_metric_sums",
     "label_rules",
     "parse_metric",
@@ -263,25 +267,117 @@ def grouped_metric_sums(
         fused score, a negative, NaN or infinite label (each message gives the count and one
         example).
     """
+    fused = np.asarray(fused)
+    if fused.ndim == 1:
+        fused = fused[np.newaxis, :]
+    fused = np.ascontiguousarray(fused, dtype=np.float64)
+    if fused.ndim != 2:
+        raise InvalidValueError(f"fused scores must be (candidates, rows), got shape {fused.shape}")
+    n_candidates, n_rows = fused.shape
+    # Candidate c's score of row r is the single term fused[c, r] * 1.0 (exact).
+    terms = (np.arange(n_candidates + 1, dtype=np.int64), np.arange(n_candidates, dtype=np.int64),
+             np.ones(n_candidates))
+    return _metric_sums(fused.reshape(-1), 1, n_rows, n_rows, terms, labels, group_offsets,
+                        specs, positive_thresholds, log1p_gain, "fused scores")
+
+
+def combined_metric_sums(
+    features: np.ndarray,
+    weights: np.ndarray,
+    labels: np.ndarray,
+    group_offsets: np.ndarray,
+    *,
+    specs: Sequence[str | MetricSpec],
+    positive_thresholds: np.ndarray,
+    log1p_gain: np.ndarray,
+) -> MetricSums:
+    """:func:`grouped_metric_sums` of the fused scores ``combine(features, weights)``, fused
+    group by group inside the kernel: no (candidates, rows) matrix is ever built.
+
+    Parameters
+    ----------
+    features : ndarray of float64, shape (rows, m)
+        Per-row features (:meth:`fusion.Formula.features`).
+    weights : ndarray of float64, shape (candidates, m) or (m,)
+        Candidate ``c``'s fused score of row ``r`` is ``sum_j weights[c, j] * features[r, j]``
+        over the ``j`` with a non-zero weight, accumulated in ``j`` order exactly as
+        :func:`fusion.formulas.combine` does, so the metrics equal those of
+        ``grouped_metric_sums(combine(features, weights), ...)`` to the bit.
+    labels, group_offsets, specs, positive_thresholds, log1p_gain
+        As in :func:`grouped_metric_sums`.
+
+    Returns
+    -------
+    MetricSums
+        ``.values()`` has shape (candidates, objectives, specs).
+
+    Raises
+    ------
+    MetricError, InvalidValueError
+        As :func:`grouped_metric_sums`; also mismatched feature / weight shapes and
+        non-finite weights. A NaN fused score (e.g. a NaN feature of a weighted column)
+        names the candidate and the row.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim == 1:
+        weights = weights[np.newaxis, :]
+    if features.ndim != 2 or weights.ndim != 2 or weights.shape[1] != features.shape[1]:
+        raise InvalidValueError(
+            f"features must be (rows, m) and weights (candidates, m), got shapes "
+            f"{features.shape} and {weights.shape}")
+    if not np.all(np.isfinite(weights)):
+        c, j = np.argwhere(~np.isfinite(weights))[0]
+        raise InvalidValueError(
+            f"weights: {int(np.count_nonzero(~np.isfinite(weights)))} value(s) are NaN or "
+            f"infinite, e.g. candidate {c}, column {j}: {float(weights[c, j])!r}")
+    n_rows = features.shape[0]
+    # One column after the other: the kernel's fusion loops then read contiguous memory.
+    columns = np.ascontiguousarray(features.T)
+    return _metric_sums(columns.reshape(-1), 1, n_rows, n_rows, weight_terms(weights), labels,
+                        group_offsets, specs, positive_thresholds, log1p_gain, "fused scores")
+
+
+def weight_terms(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zero weights of each candidate, in column order: ``(starts, columns, values)``.
+
+    Candidate ``c``'s terms are ``columns[starts[c]:starts[c + 1]]`` with weights
+    ``values[...]`` (compressed sparse rows of ``weights`` (candidates, m)). Leaving zero
+    weights out changes no comparison (``s + 0 * x`` equals ``s``) and keeps an unweighted
+    infinite feature from turning into NaN.
+    """
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    rows, columns = np.nonzero(weights)  # row-major: candidate by candidate, columns ascending
+    starts = np.zeros(weights.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=weights.shape[0]), out=starts[1:])
+    return starts, columns.astype(np.int64), np.ascontiguousarray(weights[rows, columns])
+
+
+def candidates_per_call(n_objectives: int, n_specs: int) -> int:
+    """The most candidates one call can score with a chunk layout (hence bits) that does not
+    depend on the number of candidates: their accumulators of :data:`_MAX_CHUNKS` chunks stay
+    within the accumulator budget."""
+    cells = 8 * max(1, n_objectives) * max(1, n_specs) * _MAX_CHUNKS
+    return max(1, _ACCUMULATOR_BUDGET_BYTES // cells)
+
+
+def _metric_sums(values, row_stride, column_stride, n_rows, terms, labels, group_offsets, specs,
+                 positive_thresholds, log1p_gain, what) -> MetricSums:
+    """Check the inputs and run the kernel over chunks of groups; ``values`` (flat) holds
+    column ``j`` of row ``r`` at ``r * row_stride + j * column_stride``."""
     specs = parse_metrics(specs)
     not_grouped = [str(s) for s in specs if not s.grouped]
     if not_grouped:
         raise MetricError(f"{not_grouped[0]!r} is a global metric, not a per-group one; "
                           "compute it with global_auc")
-    fused = np.asarray(fused)
-    if fused.ndim == 1:
-        fused = fused[np.newaxis, :]
-    fused = np.ascontiguousarray(fused, dtype=np.float64)
     labels = np.ascontiguousarray(labels, dtype=np.float32)
     offsets = np.ascontiguousarray(group_offsets, dtype=np.int64)
-    if fused.ndim != 2:
-        raise InvalidValueError(f"fused scores must be (candidates, rows), got shape {fused.shape}")
     if labels.ndim != 2:
         raise InvalidValueError(f"labels must be (rows, objectives), got shape {labels.shape}")
-    n_rows, n_objectives = labels.shape
-    if fused.shape[1] != n_rows:
+    n_objectives = labels.shape[1]
+    if n_rows != labels.shape[0]:
         raise InvalidValueError(
-            f"fused scores have {fused.shape[1]} rows but labels have {n_rows}")
+            f"{what} have {n_rows} rows but labels have {labels.shape[0]}")
     _check_offsets(offsets, n_rows)
     thresholds = _per_objective(positive_thresholds, n_objectives, "positive_thresholds",
                                 np.float64)
@@ -294,6 +390,8 @@ def grouped_metric_sums(
             f"labels: {int(bad_mask.sum())} value(s) are negative, NaN or inf, e.g. row {row}, "
             f"objective {j}: {float(labels[row, j])!r}")
 
+    term_starts, term_columns, term_weights = terms
+    n_candidates = term_starts.shape[0] - 1
     kinds = np.array([GROUPED_METRICS.index(s.name) for s in specs], dtype=np.int64)
     ks = np.array([s.k or 0 for s in specs], dtype=np.int64)
     sizes = np.diff(offsets)
@@ -302,25 +400,28 @@ def grouped_metric_sums(
     # to the last bits; cum_discount[r] = sum of the discounts of positions 1..r.
     discount = 1.0 / (np.log(np.arange(n_discounts, dtype=np.float64) + 2.0) / np.log(2.0))
     cum_discount = np.concatenate(([0.0], np.cumsum(discount)))
-    chunk_starts = _chunk_starts(offsets, fused.shape[0] * n_objectives * len(specs))
+    chunk_starts = _chunk_starts(offsets, n_candidates * n_objectives * len(specs))
     n_chunks = chunk_starts.shape[0] - 1
-    sums = np.zeros((n_chunks, fused.shape[0], n_objectives, len(specs)))
+    sums = np.zeros((n_chunks, n_candidates, n_objectives, len(specs)))
     weights = np.zeros((n_chunks, n_objectives, len(specs)))
     used = np.zeros((n_chunks, n_objectives, len(specs)), dtype=np.int64)
-    nan_count = np.zeros((n_chunks, 1), dtype=np.int64)
+    # Per chunk: NaN fused scores, and the candidate and row of the first one.
+    nan_found = np.zeros((n_chunks, 3), dtype=np.int64)
     thresholds32 = thresholds.astype(np.float32)
     counting_max = _COUNTING_MAX
 
     def run(chunk: int) -> None:
-        _chunk_sums(fused, labels, offsets, chunk_starts[chunk], chunk_starts[chunk + 1], kinds,
-                    ks, thresholds32, log1p_gain, cum_discount, counting_max, sums[chunk],
-                    weights[chunk], used[chunk], nan_count[chunk])
+        _chunk_sums(values, row_stride, column_stride, term_starts, term_columns, term_weights,
+                    labels, offsets, chunk_starts[chunk], chunk_starts[chunk + 1], kinds, ks,
+                    thresholds32, log1p_gain, cum_discount, counting_max, sums[chunk],
+                    weights[chunk], used[chunk], nan_found[chunk])
 
     _run_chunks(n_chunks, run)
-    if nan_count.any():  # checked in the kernel's own pass over the scores
-        candidate, row = np.argwhere(np.isnan(fused))[0]
+    bad_chunks = np.flatnonzero(nan_found[:, 0])
+    if bad_chunks.size:
+        _, candidate, row = nan_found[bad_chunks[0]]
         raise InvalidValueError(
-            f"fused scores: {int(nan_count.sum())} value(s) are NaN, e.g. candidate "
+            f"{what}: {int(nan_found[:, 0].sum())} value(s) are NaN, e.g. candidate "
             f"{candidate}, row {row}")
     n_groups = offsets.shape[0] - 1
     # Chunks are reduced in a fixed order, so results do not depend on the thread count.
@@ -605,12 +706,49 @@ def _rank_sorted(key, idx, n, stack, above, ties):
         r = e
 
 
+@njit(cache=True, nogil=True)
+def _fuse_rows(values, row_stride, column_stride, first, n, term_columns, term_weights, t_first,
+               t_last, out):
+    """``out[i]`` = fused score of row ``first + i`` (``i < n``) of the candidate whose terms
+    are ``t_first:t_last``: ``sum_t values[column_t] * weight_t`` in term order, products
+    rounded then added one term at a time (no reassociation, no fused multiply-add), exactly
+    numpy's ``x0 * w0 + x1 * w1 + ...`` evaluated left to right."""
+    if t_first == t_last:
+        for i in range(n):
+            out[i] = 0.0
+        return
+    # NOTE: unsigned indices skip numba's negative-index wraparound, which keeps the loops
+    # vectorised (twice as fast on contiguous columns).
+    step = np.uint64(row_stride)
+    base = np.uint64(first * row_stride + term_columns[t_first] * column_stride)
+    weight = term_weights[t_first]
+    for i in range(n):
+        out[i] = values[base + np.uint64(i) * step] * weight
+    for t in range(t_first + 1, t_last):
+        base = np.uint64(first * row_stride + term_columns[t] * column_stride)
+        weight = term_weights[t]
+        for i in range(n):
+            out[i] += values[base + np.uint64(i) * step] * weight
+
+
+@njit(cache=True, nogil=True)
+def combine_rows(values, row_stride, column_stride, term_starts, term_columns, term_weights, out):
+    """Fused scores of every candidate into ``out`` (candidates, rows), as :func:`_fuse_rows`
+    (the metric kernel's own fusion, so both give the same bits)."""
+    for c in range(out.shape[0]):
+        _fuse_rows(values, row_stride, column_stride, 0, out.shape[1], term_columns,
+                   term_weights, term_starts[c], term_starts[c + 1], out[c])
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, log1p_gain,
-                cum_discount, counting_max, sums, weights, used, nan_count):
+def _chunk_sums(values, row_stride, column_stride, term_starts, term_columns, term_weights,
+                labels, offsets, g_first, g_last, kinds, ks, thresholds, log1p_gain,
+                cum_discount, counting_max, sums, weights, used, nan_found):
     """Add groups ``g_first:g_last`` into ``sums`` (candidates, objectives, specs), ``weights``
-    and ``used`` (objectives, specs); count NaN fused scores into ``nan_count[0]``."""
-    n_candidates = fused.shape[0]
+    and ``used`` (objectives, specs). Each candidate's fused scores of a group are computed
+    here (:func:`_fuse_rows`) into scratch. NaN fused scores: their count into
+    ``nan_found[0]``, the candidate and row of the first into ``nan_found[1:3]``."""
+    n_candidates = term_starts.shape[0] - 1
     n_objectives = labels.shape[1]
     n_specs = kinds.shape[0]
     need_ranks = False
@@ -638,6 +776,12 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
     gains = np.empty((width, n_objectives))
     raw = np.empty((width, n_objectives))
     positive = np.empty((width, n_objectives))
+    needed = np.empty(width, dtype=np.int64)
+    needed_items = np.empty(width, dtype=np.int64)
+    # Per objective, a mask (-1: all bits set) for each of the group's positive items, in
+    # positive_items order: AND selects a rank (int64 multiplies have no vector form in AVX2).
+    positive_of = np.zeros((n_objectives, width), dtype=np.int64)
+    twice_rank = np.empty(width, dtype=np.int64)
     n_pos = np.empty(n_objectives)
     ideal = np.zeros((n_objectives, n_specs))
     active = np.zeros((n_objectives, n_specs), dtype=np.bool_)
@@ -652,6 +796,7 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
         n_positive_items = 0
         for i in range(n):
             any_positive = False
+            any_label = False
             for j in range(n_objectives):
                 label = labels[start + i, j]
                 value = np.float64(label)
@@ -662,8 +807,14 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
                 positive[i, j] = np.float64(is_positive)
                 n_pos[j] += positive[i, j]
                 any_positive |= is_positive
+                any_label |= value != 0.0
+            # Items with no label and no positive add nothing to ndcg/top: their ranks are
+            # not needed (they still count in other items' ranks).
+            needed[i] = any_positive or any_label
             # Branch-free compaction: write always, advance only for a positive.
             positive_items[n_positive_items] = i
+            for j in range(n_objectives):
+                positive_of[j, n_positive_items] = -np.int64(positive[i, j] != 0.0)
             n_positive_items += np.int64(any_positive)
 
         # Which groups count, and the ideal DCG: once per group, shared by all candidates.
@@ -700,12 +851,19 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
             n_positive_items = 0
 
         for c in range(n_candidates):
+            _fuse_rows(values, row_stride, column_stride, start, n, term_columns, term_weights,
+                       term_starts[c], term_starts[c + 1], key)
             n_nan = 0
             for i in range(n):
-                key[i] = fused[c, start + i]
                 n_nan += np.int64(key[i] != key[i])
             if n_nan:  # reported by the caller; NaN has no rank
-                nan_count[0] += n_nan
+                if nan_found[0] == 0:
+                    nan_found[1] = c
+                    for i in range(n):
+                        if key[i] != key[i]:
+                            nan_found[2] = start + i
+                            break
+                nan_found[0] += n_nan
                 continue
             # Only two kinds of items need their rank: those that can land in the first k_max
             # slots (ndcg/top) -- all score >= cut, and their ranks among the items >= cut are
@@ -728,8 +886,9 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
                     bottom_key[n_bottom] = key[i]
                     n_top += is_top
                     n_bottom += 1 - is_top
-                # The same cut again over the survivors narrows them to about k_max.
-                if n_top > k_max + 1 and k_max <= _SELECT_K_MAX:
+                # The same cut again over the survivors narrows them to about k_max; with
+                # about 2 k_max survivors (random scores) it costs more than it saves.
+                if n_top > 2 * k_max + 1 and k_max <= _SELECT_K_MAX:
                     cut = _cut_below_top(top_key, n_top, k_max, best)
                     kept = 0
                     for u in range(n_top):
@@ -747,26 +906,34 @@ def _chunk_sums(fused, labels, offsets, g_first, g_last, kinds, ks, thresholds, 
                 i = positive_items[u]
                 low_positives[n_low] = i
                 n_low += np.int64(key[i] < cut)
-            if n_top * n_top + n_low * n_pool <= counting_max * n:
-                _rank_by_counting(top_key, n_top, 0, key, top_items, n_top, above, ties)
+            n_needed = 0
+            for u in range(n_top):
+                i = top_items[u]
+                needed_items[n_needed] = i
+                n_needed += needed[i]
+            if n_needed * n_top + n_low * n_pool <= counting_max * n:
+                _rank_by_counting(top_key, n_top, 0, key, needed_items, n_needed, above, ties)
                 # Every item above the cut is above a positive below it.
                 _rank_by_counting(pool, n_pool, n_top, key, low_positives, n_low, above, ties)
             else:
                 _rank_sorted(key, idx, n, stack, above, ties)
 
-            # gauc: the positives' mean ascending ranks; a tie block shares the mean rank.
-            for j in range(n_objectives):
-                rank_sum[j] = 0.0
+            # gauc: the positives' mean ascending ranks; a tie block shares the mean rank
+            # n - above - (ties - 1) / 2. Summed doubled, in integers: exact in any order,
+            # so the loops vectorise.
             for u in range(n_positive_items):
                 i = positive_items[u]
-                mean_rank = n - above[i] - (ties[i] - 1) * 0.5
-                for j in range(n_objectives):
-                    rank_sum[j] += positive[i, j] * mean_rank
+                twice_rank[u] = 2 * (n - above[i]) - ties[i] + 1
+            for j in range(n_objectives):
+                twice = np.int64(0)
+                for u in range(n_positive_items):
+                    twice += positive_of[j, u] & twice_rank[u]
+                rank_sum[j] = twice * 0.5
             # ndcg/top: item i's tie block covers positions above[i] .. above[i] + ties[i] - 1
             # (0-based); it gets 1 / ties[i] of the discounts (slots) of those within K.
             n_within = 0
-            for u in range(n_top):
-                i = top_items[u]
+            for u in range(n_needed):
+                i = needed_items[u]
                 top_items[n_within] = i
                 n_within += np.int64(above[i] < k_max)
             for s in range(n_specs):

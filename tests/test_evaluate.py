@@ -218,6 +218,25 @@ def test_evaluate_many_batches_candidates_without_changing_results(
     pd.testing.assert_frame_equal(batched, together)
 
 
+def test_evaluate_many_batches_beyond_the_kernels_candidates_per_call(
+    logs: fusion.LogSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = _weights(4, 5)
+    together = evaluate_many(logs, "product", weights, alphas=FORMULAS["product"].alphas)
+    calls = []
+    real = evaluate_module.combined_metric_sums
+
+    def spy(features, weights, *args, **kwargs):
+        calls.append(len(weights))
+        return real(features, weights, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "candidates_per_call", lambda *_: 2)
+    monkeypatch.setattr(evaluate_module, "combined_metric_sums", spy)
+    batched = evaluate_many(logs, "product", weights, alphas=FORMULAS["product"].alphas)
+    assert calls == [2, 2, 1]
+    pd.testing.assert_frame_equal(batched, together)
+
+
 def test_evaluate_many_reads_dataframes_by_objective_name(logs: fusion.LogSet) -> None:
     weights = _weights(2, 4)
     by_array = evaluate_many(logs, "sum", weights)
@@ -325,13 +344,13 @@ def test_small_bootstrap_blocks_run_single_threaded_and_restore_threads(
 ) -> None:
     threads = numba.get_num_threads()
     seen = []
-    real = evaluate_module.grouped_metric_sums
+    real = evaluate_module.combined_metric_sums
 
     def spy(*args, **kwargs):
         seen.append(numba.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "grouped_metric_sums", spy)
+    monkeypatch.setattr(evaluate_module, "combined_metric_sums", spy)
     evaluate(logs, FORMULAS["sum"], metrics=["gauc"], ci=0.9, n_boot=10)
     assert seen[0] == threads and set(seen[1:]) == {1}  # main pass, then the blocks
     assert numba.get_num_threads() == threads

@@ -246,6 +246,21 @@ def test_combine_gives_identical_rows_identical_bits_alone_or_among_candidates()
         np.testing.assert_array_equal(combine(features, weights[c]), many[c])
 
 
+def test_combine_adds_weighted_features_left_to_right_and_skips_zero_weights() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(40, 3)) * 10.0 ** rng.integers(-8, 8, size=(40, 3))
+    features[3, 1] = np.inf  # unweighted below: must not turn into NaN
+    weights = np.array([[0.3, 0.0, 0.7], [0.1, 0.2, 0.7]])
+    # Products rounded, then summed in objective order (what numpy's loop gives).
+    expected = features[:, 0] * 0.3 + features[:, 2] * 0.7
+    np.testing.assert_array_equal(combine(features, weights[0]), expected)
+    # Written into a strided view of a larger matrix, e.g. one chunk of all rows.
+    target = np.full((2, 100), -1.0)
+    combine(features, weights, out=target[:, 10:50])
+    np.testing.assert_array_equal(target[0, 10:50], expected)
+    assert np.isposinf(target[1, 13]) and (target[:, :10] == -1).all()
+
+
 def test_group_chunks_cover_whole_groups() -> None:
     offsets = np.array([0, 2, 3, 10, 11, 12, 20])
     chunks = list(group_chunks(offsets, 3))

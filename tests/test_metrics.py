@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from fusion import metrics
 from fusion.errors import InvalidValueError, MetricError
+from fusion.formulas import combine
 from fusion.metrics import (
     MetricSpec,
     MetricSums,
@@ -286,6 +287,65 @@ def test_each_candidate_gives_the_same_bits_alone_and_in_a_batch():
     batch = kernel(fused, labels, offsets).sums
     for c in range(4):
         assert np.array_equal(kernel(fused[c], labels, offsets).sums[0], batch[c])
+
+
+def combined(features, weights, labels, offsets, specs=SPECS) -> MetricSums:
+    m = labels.shape[1]
+    return metrics.combined_metric_sums(features, weights, labels, offsets, specs=specs,
+                                        positive_thresholds=np.zeros(m),
+                                        log1p_gain=np.array([False, True]))
+
+
+def test_fusing_inside_the_kernel_gives_the_bits_of_fusing_first():
+    rng = np.random.default_rng(12)
+    _, labels, offsets = random_case(12, np.arange(1, 120))
+    # Features on a coarse grid and weights with zeros: many exact ties in the fused scores.
+    features = np.round(rng.random((labels.shape[0], 3)), 1)
+    weights = np.round(rng.random((5, 3)), 1)
+    weights[1, 0] = weights[3, 2] = 0.0
+    fused = combine(features, weights)
+    assert len(np.unique(fused[0])) < fused.shape[1] / 2
+    specs = ("gauc", "ndcg@3", "top@10", "top@200")
+    got = combined(features, weights, labels, offsets, specs)
+    want = kernel(fused, labels, offsets, specs, log1p=[False, True])
+    assert np.array_equal(got.sums, want.sums) and np.array_equal(got.weights, want.weights)
+    assert np.array_equal(got.groups_used, want.groups_used)
+    for c in range(5):
+        assert np.array_equal(combined(features, weights[c], labels, offsets, specs).sums[0],
+                              got.sums[c])
+
+
+def test_fusing_inside_the_kernel_checks_its_inputs():
+    _, labels, offsets = random_case(3, [3, 4])
+    features = np.ones((7, 2))
+    features[4, 1] = np.nan
+    # A NaN feature counts only where it is weighted.
+    assert combined(features, [1.0, 0.0], labels, offsets).values().shape == (1, 2, 3)
+    with pytest.raises(InvalidValueError, match="1 value.*NaN.*candidate 1, row 4"):
+        combined(features, [[1.0, 0.0], [0.5, 0.5]], labels, offsets)
+    with pytest.raises(InvalidValueError, match=r"shapes \(7, 2\) and \(1, 3\)"):
+        combined(features, [1.0, 1.0, 1.0], labels, offsets)
+    with pytest.raises(InvalidValueError, match="weights: 1 value.*candidate 0, column 1: inf"):
+        combined(features, [1.0, np.inf], labels, offsets)
+    with pytest.raises(InvalidValueError, match="6 rows but labels have 7"):
+        combined(features[:6], [1.0, 0.0], labels, offsets)
+
+
+def test_weight_terms_list_each_candidates_nonzero_weights_in_column_order():
+    starts, columns, values = metrics.weight_terms(np.array([[0.0, 2.0, 3.0], [0.0, 0.0, 0.0],
+                                                             [1.0, 0.0, 0.5]]))
+    assert starts.tolist() == [0, 2, 2, 4]
+    assert columns.tolist() == [1, 2, 0, 2]
+    assert values.tolist() == [2.0, 3.0, 1.0, 0.5]
+
+
+def test_candidates_per_call_keep_the_chunk_layout():
+    offsets = offsets_of(np.full(12_000, 50))  # rows for the most chunks
+    most = metrics.candidates_per_call(4, 3)
+    layout = metrics._chunk_starts(offsets, 1)
+    assert len(layout) == metrics._MAX_CHUNKS + 1
+    assert np.array_equal(metrics._chunk_starts(offsets, most * 4 * 3), layout)
+    assert len(metrics._chunk_starts(offsets, (most + 1) * 4 * 3)) < len(layout)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
