@@ -43,6 +43,7 @@ __all__ = [
     "hypervolume",
     "knee_point",
     "pareto_ranks",
+    "update_front",
 ]
 
 
@@ -106,6 +107,44 @@ def pareto_ranks(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     result = np.empty(n, dtype=np.int64)
     result[order] = sorted_ranks
     return result
+
+
+def update_front(front: np.ndarray | Sequence[Sequence[float]],
+                 points: np.ndarray | Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Which points stay on a front when new points join it.
+
+    Parameters
+    ----------
+    front : array-like of float, shape (f, d)
+        Mutually non-dominated points (e.g. the rank-0 points so far).
+    points : array-like of float, shape (n, d)
+        New points.
+
+    Returns
+    -------
+    kept, added : ndarray of bool, shapes (f,) and (n,)
+        ``front[kept]`` and ``points[added]`` together are the non-dominated points of the
+        union (duplicates count as in :func:`pareto_ranks`: all copies stay).
+
+    Notes
+    -----
+    O((f + n) n d): the way to follow a front batch by batch without re-sorting everything.
+
+    Examples
+    --------
+    >>> kept, added = update_front([[2, 0], [0, 2]], [[1, 1], [3, 0], [0, 1]])
+    >>> kept.tolist(), added.tolist()
+    ([False, True], [True, True, False])
+    """
+    old = _as_points(front, "front")
+    new = _as_points(points, "points")
+    if old.shape[1] != new.shape[1]:
+        raise SearchError(f"front and points have {old.shape[1]} and {new.shape[1]} objectives")
+    added = pareto_ranks(new) == 0
+    if len(old):
+        added &= ~_dominance(old, new).any(axis=1)
+    kept = ~_dominance(new[added], old).any(axis=1)
+    return kept, added
 
 
 def _dominance(candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -210,8 +249,9 @@ def greedy_hypervolume_subset(
     held = held[np.all(held > ref, axis=1)]
     boxes = _box_volume(values, ref)
     bounds = boxes.copy()
-    for s in held:
-        bounds = np.minimum(bounds, boxes - _box_volume(np.minimum(values, s), ref))
+    for start in range(0, len(held), 256):
+        overlap = _box_volume(np.minimum(values[:, None, :], held[None, start:start + 256]), ref)
+        bounds = np.minimum(bounds, boxes - overlap.max(axis=1))
     heap = [(-bound, i) for i, bound in enumerate(bounds.tolist()) if bound > 0]
     heapq.heapify(heap)
     chosen: list[int] = []
@@ -340,7 +380,8 @@ def _as_points(points, name: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise SearchError(f"{name} must be numbers, got {type(points).__name__}") from None
     if values.ndim != 2 or values.shape[1] < 1:
-        raise SearchError(f"{name} must be a 2-D array (points x objectives), got shape {values.shape}")
+        raise SearchError(f"{name} must be a 2-D array (points x objectives), got shape "
+                          f"{values.shape}")
     _check_finite(values, name)
     return values
 
@@ -351,7 +392,8 @@ def _as_vector(vector, d: int, name: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise SearchError(f"{name} must be numbers, got {vector!r}") from None
     if values.shape != (d,):
-        raise SearchError(f"{name} must have one value per objective ({d}), got shape {values.shape}")
+        raise SearchError(f"{name} must have one value per objective ({d}), got shape "
+                          f"{values.shape}")
     _check_finite(values, name)
     return values
 

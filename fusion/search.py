@@ -22,7 +22,17 @@ Methods
 ``"random"``
     Seeded uniform points of the unit cube.
 ``"auto"`` (default)
-    Screen, then verify and refine; see :func:`search`.
+    Surrogate-assisted batch selection. A Sobol warm start (20% of the budget, at most 10
+    points per search dimension + 1, in whole batches). Then, for every further batch, a
+    thin-plate-spline RBF model of every metric, fitted to the candidates so far (at most
+    500, those nearest the front), predicts a fresh scrambled Sobol pool of 512 points; the
+    batch is the pool points predicted feasible that add the most hypervolume to the
+    current feasible front, picked one at a time
+    (:func:`fusion.pareto.greedy_hypervolume_subset`; reference: the search's reference
+    point, or 10% of the front's range below its nadir). Ranking metrics are smooth
+    functions of the weights, so a few dozen evaluations model them closely; a small pool
+    keeps the picks from chasing the model's own errors. Before any candidate is feasible,
+    the pool points predicted to break the constraints least come first.
 
 Every method is deterministic given its seed and the logs, which is what lets a study
 (:mod:`fusion.study`) resume a killed search by replaying its stored batches.
@@ -53,8 +63,17 @@ from .pareto import (
     greedy_hypervolume_subset,
     hypervolume,
     pareto_ranks,
+    update_front,
 )
-from .study import STUDY_FORMAT, Batch, SearchResult, StudyStore, build_result, resolve_reference
+from .study import (
+    HISTORY_ROWS,
+    STUDY_FORMAT,
+    Batch,
+    SearchResult,
+    StudyStore,
+    build_result,
+    resolve_reference,
+)
 
 METHODS: tuple[str, ...] = ("auto", "sobol", "random")
 DEFAULT_BUDGET = 200
@@ -186,7 +205,8 @@ def parse_constraint(text: str, objectives: Sequence[str]) -> Constraint:
 
 
 def _parse_objectives(objectives: Any, names: Sequence[str]) -> list[tuple[str, str]]:
-    if isinstance(objectives, (str, bytes)) or not isinstance(objectives, Sequence) or not objectives:
+    if isinstance(objectives, (str, bytes)) or not isinstance(objectives, Sequence) \
+            or not objectives:
         raise SearchError(
             "objectives must be a non-empty list of (objective, metric) pairs, e.g. "
             f"[('click', 'gauc'), ('dwell', 'ndcg@10')], got {objectives!r}"
@@ -195,12 +215,14 @@ def _parse_objectives(objectives: Any, names: Sequence[str]) -> list[tuple[str, 
     for item in objectives:
         if isinstance(item, str) and ":" in item:
             item = tuple(item.split(":", 1))
-        if not isinstance(item, (tuple, list)) or len(item) != 2 or not all(isinstance(x, str) for x in item):
+        if not isinstance(item, (tuple, list)) or len(item) != 2 \
+                or not all(isinstance(x, str) for x in item):
             raise SearchError(f"objectives: {item!r} is not an (objective, metric) pair such as "
                               "('click', 'gauc')")
         objective, metric_text = item
         if objective not in names:
-            raise SearchError(f"objectives: unknown objective {objective!r}; the logs have {list(names)}")
+            raise SearchError(f"objectives: unknown objective {objective!r}; the logs have "
+                              f"{list(names)}")
         try:
             metric = str(parse_metric(metric_text))
         except MetricError as exc:
@@ -211,8 +233,8 @@ def _parse_objectives(objectives: Any, names: Sequence[str]) -> list[tuple[str, 
     if repeated:
         raise SearchError(f"objectives: {len(repeated)} repeated, e.g. {repeated[0]!r}")
     if len(parsed) > MAX_HYPERVOLUME_OBJECTIVES:
-        raise SearchError(f"objectives: at most {MAX_HYPERVOLUME_OBJECTIVES} metrics can be searched "
-                          f"together, got {len(parsed)}")
+        raise SearchError(f"objectives: at most {MAX_HYPERVOLUME_OBJECTIVES} metrics can be "
+                          f"searched together, got {len(parsed)}")
     return parsed
 
 
@@ -296,7 +318,8 @@ class _Runner:
                  transforms: dict[str, str] | None, k: float | None, metric_columns: list[str],
                  objective_columns: list[str], constraints: list[Constraint],
                  baseline_metrics: dict[str, float], reference_setting: Any, budget: int,
-                 store: StudyStore | None, progress: Progress | None, started: float) -> None:
+                 store: StudyStore | None, progress: Progress | None, started: float,
+                 max_seconds: float | None) -> None:
         self.logs, self.kind, self.space = logs, kind, space
         self.fixed_alphas, self.transforms, self.k = fixed_alphas, transforms, k
         self.metric_columns, self.objective_columns = metric_columns, objective_columns
@@ -309,6 +332,10 @@ class _Runner:
         self.front = np.empty((0, len(objective_columns)))   # feasible non-dominated metrics
         # Search time runs from the call of search(); a resumed search adds to the stored time.
         self._clock_start = started
+        self._max_seconds = max_seconds
+        self._last_batch_end = started
+        self._slowest_batch = 0.0
+        self._hypervolume_seconds = 0.0       # one hypervolume of the current front
         self._clock_offset = 0.0 if store is None else store.last_elapsed()
 
     @property
@@ -319,10 +346,24 @@ class _Runner:
     def remaining(self) -> int:
         return self.budget - self.done
 
+    def more(self) -> bool:
+        """Whether to start another batch: budget left and, with ``max_seconds``, time for
+        it (as slow as the slowest batch of this call) and for assembling the result (one
+        more such batch, plus a hypervolume of the front per history row)."""
+        if self.remaining <= 0:
+            return False
+        if self._max_seconds is None:
+            return True
+        now = time.perf_counter() - self._clock_start
+        assembly = self._slowest_batch + min(len(self.batches), HISTORY_ROWS) * \
+            self._hypervolume_seconds
+        return now + self._slowest_batch + assembly <= self._max_seconds
+
     def stacked(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(weights, alphas, metrics) of every candidate so far."""
         weights = np.vstack([b.weights for b in self.batches])
-        alphas = None if self.batches[0].alphas is None else np.vstack([b.alphas for b in self.batches])
+        alphas = (None if self.batches[0].alphas is None
+                  else np.vstack([b.alphas for b in self.batches]))
         return weights, alphas, np.vstack([b.metrics for b in self.batches])
 
     def full(self, u: np.ndarray) -> None:
@@ -339,6 +380,9 @@ class _Runner:
                           np.full(len(weights), self._elapsed()))
             if self.store is not None:
                 self.store.write(number, batch, first_id=self.done)
+            end = time.perf_counter()
+            self._slowest_batch = max(self._slowest_batch, end - self._last_batch_end)
+        self._last_batch_end = time.perf_counter()
         self._append(batch)
 
     def replay(self) -> bool:
@@ -365,18 +409,24 @@ class _Runner:
             limit = constraint.threshold(self.baseline_metrics)
             values = metrics[:, self.metric_columns.index(constraint.column)]
             gap = limit - values if constraint.op == ">=" else values - limit
-            total = total + np.where(np.isfinite(gap), np.maximum(gap, 0.0) / max(abs(limit), 1e-12),
-                                     np.inf)
+            shortfall = np.maximum(gap, 0.0) / max(abs(limit), 1e-12)
+            total = total + np.where(np.isfinite(gap), shortfall, np.inf)
         return total
 
     def _append(self, batch: Batch) -> None:
         self.batches.append(batch)
-        pool = np.vstack([self.front, batch.metrics[batch.feasible][:, self.searched_at]])
-        self.front = pool[pareto_ranks(pool) == 0]
+        new = batch.metrics[batch.feasible][:, self.searched_at]
+        kept, added = update_front(self.front, new)
+        self.front = np.vstack([self.front[kept], new[added]])
+        if self.progress is None and self._max_seconds is None:
+            return
+        started = time.perf_counter()
+        reference, _ = resolve_reference(self.reference_setting, self.objective_columns,
+                                         self.baseline_metrics, self.front)
+        volume = hypervolume(self.front, reference) if len(self.front) else 0.0
+        self._hypervolume_seconds = time.perf_counter() - started
         if self.progress is not None:
-            reference, _ = resolve_reference(self.reference_setting, self.objective_columns,
-                                             self.baseline_metrics, self.front)
-            self.progress(self.done, self.budget, hypervolume(self.front, reference))
+            self.progress(self.done, self.budget, volume)
 
     def _metrics(self, weights: np.ndarray, alphas: np.ndarray | None) -> np.ndarray:
         alpha_arg: Any = self.fixed_alphas or None
@@ -409,10 +459,13 @@ def _check_replay(path: Path, number: int, stored: Batch, weights: np.ndarray,
 # --- methods ---------------------------------------------------------------------------------
 # The default method: candidates predicted by a surrogate are picked for the hypervolume they add.
 _POOL_LOG2 = 9                  # fresh Sobol candidates predicted per adaptive batch (log2)
-_WARM_SHARE = 0.2               # share of the budget spent on the Sobol warm start
+_WARM_SHARE = 0.2               # Sobol warm start: this share of the budget, at most
+_WARM_PER_DIM = 10              # this many points per search dimension (+1)
 _SURROGATE_ROWS = 500           # cap on the rows a surrogate is fitted to (cubic cost)
 _NADIR_MARGIN = 0.1             # selection reference below the nadir, as a share of the range
 _SMOOTHING = 1e-6               # RBF smoothing per fitted row, on standardised metrics
+_LEADERS_PER_PICK = 4           # greedy hypervolume picks among this many candidates per pick
+_LEADERS_MIN = 64               # (at least this many), those sticking out of the front most
 
 
 def _sobol_points(dims: int, n: int, seed: Any) -> np.ndarray:
@@ -424,22 +477,28 @@ def _sobol_points(dims: int, n: int, seed: Any) -> np.ndarray:
 def _run_sobol(runner: _Runner, seed: int, batch_size: int) -> None:
     points = _sobol_points(runner.space.dims, runner.budget, np.random.default_rng([seed, 1]))
     for start in range(0, runner.budget, batch_size):
+        if not runner.more():
+            return
         runner.full(points[start:start + batch_size])
 
 
 def _run_random(runner: _Runner, seed: int, batch_size: int) -> None:
     rng = np.random.default_rng([seed, 2])
-    while runner.remaining > 0:
+    while runner.more():
         runner.full(rng.random((min(batch_size, runner.remaining), runner.space.dims)))
 
 
 def _run_auto(runner: _Runner, seed: int, batch_size: int) -> None:
-    # Whole batches: ceil(share * budget) rounded up to a multiple of the batch size.
-    warm = min(runner.budget, batch_size * math.ceil(_WARM_SHARE * runner.budget / batch_size))
-    points = _sobol_points(runner.space.dims, warm, np.random.default_rng([seed, 1]))
+    dims = runner.space.dims
+    # The warm start fills whole batches.
+    wanted = min(_WARM_SHARE * runner.budget, _WARM_PER_DIM * (dims + 1))
+    warm = min(runner.budget, batch_size * math.ceil(wanted / batch_size))
+    points = _sobol_points(dims, warm, np.random.default_rng([seed, 1]))
     for start in range(0, warm, batch_size):
+        if not runner.more():
+            return
         runner.full(points[start:start + batch_size])
-    while runner.remaining > 0:
+    while runner.more():
         if runner.replay():
             continue
         # A fresh scrambled pool per batch number: the same batch always sees the same pool.
@@ -454,8 +513,8 @@ def _pick(runner: _Runner, pool: np.ndarray, k: int) -> np.ndarray:
     Sobol order."""
     space = runner.space
     weights, alphas, metrics = runner.stacked()
-    predicted = _predict(space.features(weights, alphas), metrics, space.features(*space.decode(pool)),
-                         runner.searched_at)
+    predicted = _predict(space.features(weights, alphas), metrics,
+                         space.features(*space.decode(pool)), runner.searched_at)
     if predicted is None:
         return np.arange(k)
     searched = predicted[:, runner.searched_at]
@@ -470,7 +529,7 @@ def _pick(runner: _Runner, pool: np.ndarray, k: int) -> np.ndarray:
     stickout = _stickout(searched, front, np.where(spread > 0, spread, 1.0))
     candidates = np.flatnonzero(runner.feasible(predicted) & (stickout > 0))
     order = candidates[np.argsort(-stickout[candidates], kind="stable")]
-    leaders = order[:max(4 * k, 64)]
+    leaders = order[:max(_LEADERS_PER_PICK * k, _LEADERS_MIN)]
     chosen = [int(leaders[i]) for i in greedy_hypervolume_subset(searched[leaders], reference, k,
                                                                  base=front)]
     for row in np.concatenate([order, np.arange(len(pool))]):
@@ -488,9 +547,9 @@ def _predict(features: np.ndarray, metrics: np.ndarray, queries: np.ndarray,
     if len(usable) < features.shape[1] + 2:
         return None
     if len(usable) > _SURROGATE_ROWS:
-        # Keep the rows nearest the front: they decide where the front goes next.
+        # The rows nearest the front decide where it goes next (ties: latest first).
         ranks = pareto_ranks(metrics[usable][:, searched_at])
-        usable = usable[np.lexsort((-usable, ranks))[:_SURROGATE_ROWS]]
+        usable = np.sort(usable[np.lexsort((-usable, ranks))[:_SURROGATE_ROWS]])
     y = metrics[usable]
     centre, scale = y.mean(axis=0), y.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
@@ -516,18 +575,19 @@ _METHOD_RUNNERS = {"auto": _run_auto, "sobol": _run_sobol, "random": _run_random
 
 
 # --- settings ----------------------------------------------------------------------------
-def _resolve_baseline(baseline: Any, kind: str, logs: LogSet, fixed_alphas: dict[str, float],
+def _resolve_baseline(baseline: Any, kind: str, logs: LogSet, alphas: dict[str, float],
                       transforms: dict[str, str] | None, k: float | None) -> tuple[Formula, str]:
     if baseline is None:
         equal = {o: 1.0 / len(logs.objectives) for o in logs.objectives}
-        return Formula.of(kind, equal, alphas=fixed_alphas or None, transforms=transforms,
+        return Formula.of(kind, equal, alphas=alphas or None, transforms=transforms,
                           k=k), "equal weights (default)"
     if isinstance(baseline, Formula):
         return baseline, "formula"
     formula = getattr(baseline, "formula", None)
     if isinstance(formula, Formula):
         return formula, f"config {getattr(baseline, 'name', '')!r}".rstrip()
-    raise SearchError(f"baseline must be a Formula or a FusionConfig, got {type(baseline).__name__}")
+    raise SearchError(f"baseline must be a Formula or a FusionConfig, got "
+                      f"{type(baseline).__name__}")
 
 
 def _alpha_objectives(kind: str, logs: LogSet, transforms: dict[str, str] | None) -> list[str]:
@@ -555,10 +615,12 @@ def _alpha_bounds(search_alphas: bool, bounds: Any, kind: str, logs: LogSet,
             scores = logs.scores[:, logs.objective_index(name)].astype(np.float64)
             shift = max(0.0, -float(scores.min()))
             scale = float(np.abs(scores).mean()) or 1.0
-            resolved[name] = (shift + DEFAULT_ALPHA_RANGE[0] * scale, shift + DEFAULT_ALPHA_RANGE[1] * scale)
+            low, high = DEFAULT_ALPHA_RANGE
+            resolved[name] = (shift + low * scale, shift + high * scale)
         return resolved
     if not isinstance(bounds, Mapping) or not bounds:
-        raise SearchError(f"bounds must map objective names to (low, high) alpha ranges, got {bounds!r}")
+        raise SearchError(f"bounds must map objective names to (low, high) alpha ranges, "
+                          f"got {bounds!r}")
     resolved = {}
     for name, pair in bounds.items():
         if name not in takes:
@@ -567,7 +629,8 @@ def _alpha_bounds(search_alphas: bool, bounds: Any, kind: str, logs: LogSet,
         try:
             low, high = (float(x) for x in pair)
         except (TypeError, ValueError):
-            raise SearchError(f"bounds: {name!r} must be (low, high) numbers, got {pair!r}") from None
+            raise SearchError(f"bounds: {name!r} must be (low, high) numbers, "
+                              f"got {pair!r}") from None
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise SearchError(f"bounds: {name!r} must have finite low < high, got {pair!r}")
         minimum = float(logs.scores[:, logs.objective_index(name)].min())
@@ -656,6 +719,7 @@ def search(
     transforms: Mapping[str, str] | None = None,
     k: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    max_seconds: float | None = None,
 ) -> SearchResult:
     """Search formula weights for the Pareto front of several metrics, under constraints.
 
@@ -687,8 +751,9 @@ def search(
         same logs and settings is resumed (see :mod:`fusion.study`).
     baseline : Formula or FusionConfig, optional
         The production formula: relative constraints and the default reference point use
-        its metrics. Default: equal weights of the same kind (with ``alphas``, ``transforms``
-        and ``k``).
+        its metrics. Default: equal weights of the same kind, with ``alphas``, ``transforms``
+        and ``k`` (a searched alpha that is not fixed takes the geometric midpoint of its
+        bounds).
     search_alphas : bool
         Also search alphas (``product``, or ``sum`` objectives with the ``log`` transform).
     preference : mapping or sequence, optional
@@ -705,7 +770,12 @@ def search(
     k : float, optional
         ``rank`` only: the offset, fixed.
     batch_size : int
-        Full-data candidates per batch (a batch is the unit of progress and of saving).
+        Candidates per batch (a batch is the unit of progress and of saving).
+    max_seconds : float, optional
+        Also stop early enough to return within this many seconds of the call: a batch
+        starts only if two batches as slow as this call's slowest so far still fit (one for
+        the batch, one for assembling the result). ``result.complete`` is then False, and
+        the candidates are the first ones of the same search without a time limit.
 
     Returns
     -------
@@ -733,6 +803,9 @@ def search(
     budget = _whole("budget", budget, 1)
     seed = _whole("seed", seed, 0)
     batch_size = _whole("batch_size", batch_size, 1)
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(
+            max_seconds, (int, float)) or not max_seconds > 0):
+        raise SearchError(f"max_seconds must be a number of seconds > 0, got {max_seconds!r}")
     names = list(logs.objectives)
     searched = _parse_objectives(objectives, names)
     objective_columns = [f"{o}:{m}" for o, m in searched]
@@ -743,6 +816,11 @@ def search(
     fixed_alphas = {str(o): float(a) for o, a in (alphas or {}).items()}
     transforms = dict(transforms) if transforms else None
     alpha_bounds = _alpha_bounds(bool(search_alphas), bounds, kind, logs, transforms)
+    if len(names) == 1 and not alpha_bounds:
+        raise SearchError(f"the logs have one objective ({names[0]!r}): its weight is always 1, "
+                          "there is nothing to search (search_alphas=True searches its alpha)")
+    preference = _preference(preference, objective_columns)
+    reference_point = _reference_setting(reference_point, objective_columns)
     try:
         # Every objective may get weight: its feature must be defined on every row.
         Formula.of(kind, {o: 1.0 for o in names}, alphas={**fixed_alphas, **{
@@ -750,14 +828,23 @@ def search(
             transforms=transforms, k=k).validate_for(logs)
     except FusionError as exc:
         raise type(exc)(f"search: {exc}") from None
-    base_formula, base_source = _resolve_baseline(baseline, kind, logs, fixed_alphas, transforms, k)
+    # The default baseline takes a searched alpha's geometric midpoint unless one is fixed.
+    middle = {o: math.sqrt(low * high) if low > 0 else (low + high) / 2
+              for o, (low, high) in alpha_bounds.items()}
+    base_formula, base_source = _resolve_baseline(baseline, kind, logs, {**middle, **fixed_alphas},
+                                                  transforms, k)
     needs_baseline_metric = sorted({c.split(":", 1)[1] for c in metric_columns})
     base_eval = evaluate(logs, base_formula, metrics=needs_baseline_metric)
     baseline_metrics = {c: float(base_eval[tuple(c.split(":", 1))]) for c in metric_columns}
-    undefined = [c.column for c in parsed if c.relative and not math.isfinite(baseline_metrics[c.column])]
+    undefined = [c.column for c in parsed
+                 if c.relative and not math.isfinite(baseline_metrics[c.column])]
     if undefined:
-        raise SearchError(f"constraint on {undefined[0]!r} is relative to the baseline, whose value "
-                          "is undefined (NaN: no usable group); use an absolute bound")
+        raise SearchError(f"constraint on {undefined[0]!r} is relative to the baseline, whose "
+                          "value is undefined (NaN: no usable group); use an absolute bound")
+    undefined = [c for c in objective_columns if not math.isfinite(baseline_metrics[c])]
+    if reference_point == "baseline" and undefined:
+        raise SearchError(f"reference_point='baseline': the baseline's {undefined[0]!r} is "
+                          "undefined (NaN: no usable group); give the reference point")
 
     settings = {
         "kind": kind, "objectives": [list(p) for p in searched],
@@ -766,8 +853,7 @@ def search(
         "alpha_objectives": list(alpha_bounds),
         "bounds": {o: list(b) for o, b in alpha_bounds.items()},
         "alphas": fixed_alphas, "transforms": transforms, "k": None if k is None else float(k),
-        "preference": _preference(preference, objective_columns),
-        "reference_point": _reference_setting(reference_point, objective_columns),
+        "preference": preference, "reference_point": reference_point,
     }
     from . import __version__  # NOTE: lazily, fusion/__init__ imports this module first
 
@@ -788,8 +874,8 @@ def search(
             logs=logs, kind=kind, space=space, fixed_alphas=fixed_alphas, transforms=transforms,
             k=k, metric_columns=metric_columns, objective_columns=objective_columns,
             constraints=parsed, baseline_metrics=baseline_metrics,
-            reference_setting=settings["reference_point"], budget=budget, store=store,
-            progress=progress, started=started)
+            reference_setting=reference_point, budget=budget, store=store,
+            progress=progress, started=started, max_seconds=max_seconds)
         _METHOD_RUNNERS[method](runner, seed, batch_size)
     finally:
         if store is not None:

@@ -13,7 +13,8 @@ killed at any moment (even with SIGKILL) keeps every finished batch. Re-running 
 with the same study replays the stored batches instead of evaluating them and continues
 where it stopped; because the search is deterministic given its seed, the result is the one
 an uninterrupted run gives. A study recorded for other logs or other settings is refused
-with a :class:`StudyError` naming the difference.
+with a :class:`StudyError` naming the difference; only the settings that change how the
+candidates are viewed (preference, reference point) may change, and are updated.
 
 Vectors are stored as ``DOUBLE[]`` lists whose positions are named in ``study_meta`` (the
 logs' objectives for weights and alphas, the metric columns for metrics), so the tables have
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,19 +35,19 @@ import pandas as pd
 
 from .errors import StudyError
 from .formulas import Formula
-from .pareto import closest_to_preference, hypervolume, knee_point, pareto_ranks
+from .pareto import closest_to_preference, hypervolume, knee_point, pareto_ranks, update_front
 from .schema import Schema
 
 STUDY_FORMAT = 1
-REFERENCE_SOURCES: tuple[str, ...] = ("baseline", "nadir", "given")
 # Settings that only change how the candidates are viewed: a resumed search may change them.
 VIEW_SETTINGS: tuple[str, ...] = ("preference", "reference_point")
+HISTORY_ROWS = 100              # at most this many history rows (evenly spread batches)
 
 _SCHEMA_SQL = (
     "CREATE TABLE IF NOT EXISTS study_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS candidates (candidate_id INTEGER PRIMARY KEY, batch INTEGER NOT NULL,"
-    " weights DOUBLE[] NOT NULL, alphas DOUBLE[], metrics DOUBLE[] NOT NULL,"
-    " feasible BOOLEAN NOT NULL, elapsed_s DOUBLE NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS candidates (candidate_id INTEGER PRIMARY KEY,"
+    " batch INTEGER NOT NULL, weights DOUBLE[] NOT NULL, alphas DOUBLE[],"
+    " metrics DOUBLE[] NOT NULL, feasible BOOLEAN NOT NULL, elapsed_s DOUBLE NOT NULL)",
 )
 _META_KEYS = ("format", "fingerprint", "schema", "objectives", "settings", "baseline",
               "metric_columns", "tool_version")
@@ -188,7 +188,8 @@ class StudyStore:
             cur.commit()
         except duckdb.Error as exc:
             cur.rollback()
-            raise StudyError(f"cannot write to study {str(self.path)!r}: {_first_line(exc)}") from None
+            raise StudyError(f"cannot write to study {str(self.path)!r}: "
+                             f"{_first_line(exc)}") from None
         self._batches[batch] = rows
 
 
@@ -254,7 +255,8 @@ def _check_same_search(path: Path, stored: Mapping[str, Any], meta: Mapping[str,
     if stored["baseline"]["formula"] != meta["baseline"]["formula"]:
         differences.append(("baseline", stored["baseline"]["formula"], meta["baseline"]["formula"]))
     if differences:
-        shown = "; ".join(f"{name}: {old!r} (study) vs {new!r} (now)" for name, old, new in differences)
+        shown = "; ".join(f"{name}: {old!r} (study) vs {new!r} (now)"
+                          for name, old, new in differences)
         raise StudyError(
             f"study {str(path)!r} was recorded with other settings: {len(differences)} "
             f"difference(s): {shown}; use a new study file or the same settings"
@@ -284,7 +286,7 @@ class SearchResult:
     Attributes
     ----------
     candidates : DataFrame
-        One row per candidate evaluated on the full logs, in evaluation order:
+        One row per candidate, in evaluation order:
         ``candidate_id``, ``batch``, ``w:<objective>`` for every objective of the logs (on the
         simplex), ``alpha:<objective>`` when alphas were searched, ``<objective>:<metric>``
         for every searched metric and every constrained one, ``feasible`` (all constraints
@@ -312,8 +314,9 @@ class SearchResult:
         Where the baseline comes from (``"equal weights (default)"``, ``"formula"``, or
         ``"config <name>"``).
     history : DataFrame
-        ``elapsed_s``, ``evaluations``, ``hypervolume`` after every finished batch, all
-        against ``reference_point``: the search's progress over time.
+        ``elapsed_s``, ``evaluations``, ``hypervolume`` after every finished batch (after
+        100 evenly spread ones, the last included, for longer searches), all against
+        ``reference_point``: the search's progress over time.
     objective_columns : list of str
         The searched metric columns, e.g. ``["click:gauc", "dwell:ndcg@10"]``.
     constraints : list of str
@@ -325,7 +328,8 @@ class SearchResult:
     logs_fingerprint : dict
     logs_schema : Schema
     complete : bool
-        Whether the whole budget was evaluated (False for an interrupted study).
+        Whether the whole budget was evaluated (False for an interrupted study, or a search
+        stopped by ``max_seconds``).
     """
 
     candidates: pd.DataFrame
@@ -420,7 +424,7 @@ def build_result(meta: Mapping[str, Any], batches: Sequence[Batch], *,
     return SearchResult(
         candidates=candidates,
         front=front,
-        hypervolume=hypervolume(searched[feasible], reference),
+        hypervolume=hypervolume(searched[front_rows], reference) if len(front_rows) else 0.0,
         reference_point=dict(zip(objective_columns, reference.tolist())),
         reference_source=reference_source,
         knee_id=knee_id,
@@ -444,25 +448,22 @@ def _stack(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
 
 
 def resolve_reference(setting: Any, objective_columns: Sequence[str],
-                      baseline_metrics: Mapping[str, float], front: np.ndarray) -> tuple[np.ndarray, str]:
+                      baseline_metrics: Mapping[str, float],
+                      front: np.ndarray) -> tuple[np.ndarray, str]:
     """The reference point for a ``reference_point`` setting (see :func:`fusion.search`).
 
     ``None``: the baseline's metrics when some front point is strictly better than the
     baseline in every searched metric, else the nadir of the front. ``"baseline"``,
     ``"nadir"``, or a mapping of metric column -> value. With an empty front the nadir is
-    undefined; the baseline's metrics are used.
+    undefined and the baseline's metrics are returned (NaN where a baseline metric is
+    undefined: nothing is measured against an empty front anyway).
     """
     base = np.array([baseline_metrics[c] for c in objective_columns], dtype=np.float64)
     if isinstance(setting, Mapping):
         return np.array([float(setting[c]) for c in objective_columns]), "given"
-    base_usable = bool(np.all(np.isfinite(base)))
     if setting == "baseline" or len(front) == 0:
-        if not base_usable:
-            bad = [c for c, v in zip(objective_columns, base) if not math.isfinite(v)]
-            raise StudyError(f"the baseline's {bad[0]!r} is undefined (NaN): it cannot be the "
-                             f"reference point; give reference_point explicitly")
         return base, "baseline"
-    if setting is None and base_usable and np.any(np.all(front > base, axis=1)):
+    if setting is None and np.all(np.isfinite(base)) and np.any(np.all(front > base, axis=1)):
         return base, "baseline"
     return front.min(axis=0), "nadir"
 
@@ -470,10 +471,18 @@ def resolve_reference(setting: Any, objective_columns: Sequence[str],
 def _history(searched: np.ndarray, feasible: np.ndarray, elapsed: np.ndarray,
              batch_of: np.ndarray, reference: np.ndarray) -> pd.DataFrame:
     records = []
+    front = np.empty((0, searched.shape[1]))
     ends = np.flatnonzero(np.diff(batch_of, append=np.int64(-1)) != 0) + 1
-    for end in ends:
-        kept = searched[:end][feasible[:end]]
-        records.append((float(elapsed[end - 1]), int(end), hypervolume(kept, reference)))
+    shown = set(np.linspace(0, len(ends) - 1, min(len(ends), HISTORY_ROWS)).round().astype(int))
+    start = 0
+    for number, end in enumerate(ends):
+        new = searched[start:end][feasible[start:end]]
+        kept, added = update_front(front, new)
+        front = np.vstack([front[kept], new[added]])
+        if number in shown:
+            volume = hypervolume(front, reference) if len(front) else 0.0
+            records.append((float(elapsed[end - 1]), int(end), volume))
+        start = end
     return pd.DataFrame(records, columns=["elapsed_s", "evaluations", "hypervolume"]).astype(
         {"elapsed_s": "float64", "evaluations": "int64", "hypervolume": "float64"})
 
