@@ -160,10 +160,17 @@ def test_bundled_sample_is_small_and_sized_as_documented(bundled: fusion.LogSet)
     assert {"surface", "user_segment", "item_category"} <= set(bundled.slices)
 
 
-def test_bundled_sample_is_what_the_documented_command_writes(tmp_path: Path) -> None:
+def test_bundled_sample_is_what_the_documented_command_writes(
+        tmp_path: Path, bundled_frame: pd.DataFrame) -> None:
     # README: python -m fusion sample --rows 200000 --out sample_logs/feed_sample.parquet --seed 0
-    rebuilt = write_feed(tmp_path / "feed.parquet", 200_000, seed=0)
-    assert rebuilt.read_bytes() == BUNDLED.read_bytes()
+    rebuilt = pd.read_parquet(write_feed(tmp_path / "feed.parquet", 200_000, seed=0))
+    # NOTE: numpy's vectorised exp/log differ in the last bit between CPU generations (AVX2
+    # vs AVX-512), which moves a model's float32 scores by an ulp; everything else is exact.
+    scores = [c for c in bundled_frame.columns if c.startswith("pred_")]
+    exact = [c for c in bundled_frame.columns if c not in scores]
+    pd.testing.assert_frame_equal(rebuilt[exact], bundled_frame[exact])
+    pd.testing.assert_frame_equal(rebuilt[scores], bundled_frame[scores], check_exact=False,
+                                  rtol=1e-5, atol=1e-6)
 
 
 def test_single_score_gaucs_are_plausible(bundled: fusion.LogSet) -> None:
