@@ -308,7 +308,7 @@ class _Space:
 
 # --- running batches -------------------------------------------------------------------------
 class _Runner:
-    """Evaluates batches of unit-cube points on the full logs, or replays a study's batches.
+    """Evaluates batches of unit-cube points on the logs, or replays a study's batches.
 
     Holds what a method decides from (every candidate's weights, alphas, metrics and
     feasibility) and reports progress after every batch.
@@ -742,10 +742,12 @@ def search(
     seed : int
         Same seed and same logs give identical candidates.
     method : {"auto", "sobol", "random"}
-        See the module notes. ``"auto"`` (default) first scores many Sobol points on a
-        sample of requests, then spends the budget on the full logs (see Notes).
+        See the module notes: ``"auto"`` (default) models the metrics from the candidates
+        so far and picks each batch for the hypervolume it is predicted to add.
     progress : callable, optional
-        ``progress(done, total, hypervolume)`` after every finished full-data batch.
+        ``progress(done, total, hypervolume)`` after every finished batch; the hypervolume
+        is against the reference point as resolved so far (with the default setting it
+        switches from the nadir to the baseline once the front beats the baseline).
     study : path, optional
         A DuckDB file that records the search batch by batch; an existing study for the
         same logs and settings is resumed (see :mod:`fusion.study`).
@@ -793,7 +795,8 @@ def search(
 
     Notes
     -----
-    Weights are always searched over every objective of the logs, on the simplex.
+    Weights are always searched over every objective of the logs, on the simplex. Every
+    candidate is evaluated on all the logs; the budget counts candidates.
     """
     started = time.perf_counter()
     if not isinstance(logs, LogSet):

@@ -370,7 +370,7 @@ class SearchResult:
 
 def build_result(meta: Mapping[str, Any], batches: Sequence[Batch], *,
                  batch_numbers: Sequence[int] | None = None) -> SearchResult:
-    """Assemble a :class:`SearchResult` from a study's metadata and its full-data batches.
+    """Assemble a :class:`SearchResult` from a study's metadata and its batches.
 
     Feasibility is taken as recorded; ranks, the front, the reference point, hypervolume,
     knee, preferred point and history are computed here, so a search and a re-opened study
