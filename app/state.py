@@ -17,11 +17,13 @@ from their content hash, never under the name the browser sent.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import hashlib
 import json
 import re
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +46,10 @@ UPLOAD_TYPES = ("parquet", "csv", "tsv", "json", "jsonl", "ndjson")
 METRICS = ("gauc", "ndcg@10", "top@10")
 DEFAULT_KIND = "product"
 MAX_SLICE_VALUES = 50  # slice columns with more distinct values get no filter widget
+# Larger logs are explored, tuned and searched on a seeded sample of whole requests holding
+# about this many rows (a slider move stays live); Data and Export use every row. The
+# default of the dashboard option --interactive-rows.
+INTERACTIVE_ROWS = 1_000_000
 
 # Session-state keys shared by several pages.
 DATA = "data_choice"
@@ -73,8 +79,31 @@ def sample_choice() -> DataChoice:
     return DataChoice(source=str(SAMPLE_LOGS), label="bundled sample")
 
 
+def launch_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """What ``streamlit run app/streamlit_app.py -- [--logs PATH] [--interactive-rows N]``
+    asked for (FusionError for a malformed value; other arguments are left alone)."""
+    parser = argparse.ArgumentParser(prog="streamlit run app/streamlit_app.py --",
+                                     add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--logs")
+    parser.add_argument("--interactive-rows", type=int, default=INTERACTIVE_ROWS)
+    try:
+        options, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except argparse.ArgumentError as exc:
+        raise fusion.FusionError(f"dashboard option {exc}") from None
+    if options.interactive_rows < 0:
+        raise fusion.FusionError(f"dashboard option --interactive-rows: must be >= 0 (0: never "
+                                 f"sample), got {options.interactive_rows}")
+    return options
+
+
+def launch_choice(argv: Sequence[str] | None = None) -> DataChoice:
+    """The logs a session starts with: ``--logs PATH``, else the bundled sample."""
+    path = launch_options(argv).logs
+    return sample_choice() if not path else DataChoice(source=path, label=path)
+
+
 def data_choice() -> DataChoice:
-    return st.session_state.setdefault(DATA, sample_choice())
+    return st.session_state.setdefault(DATA, launch_choice())
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -122,6 +151,27 @@ def require_logs() -> fusion.LogSet:
     except fusion.FusionError as exc:
         st.error(f"The logs cannot be loaded: {exc}. Choose another source on the Data page.")
         st.stop()
+
+
+def interactive_logs(logs: fusion.LogSet) -> fusion.LogSet:
+    """``logs`` itself up to ``--interactive-rows`` rows (default :data:`INTERACTIVE_ROWS`;
+    0: always), else a seeded sample of whole requests with about that many rows (cached,
+    shared by the sessions)."""
+    limit = launch_options().interactive_rows
+    if limit == 0 or logs.n_rows <= limit:
+        return logs
+    return request_sample(logs, max(1, logs.n_requests * limit // logs.n_rows))
+
+
+def require_interactive_logs() -> fusion.LogSet:
+    """:func:`interactive_logs` of :func:`require_logs`, with a caption when it is a sample."""
+    logs = require_logs()
+    used = interactive_logs(logs)
+    if used is not logs:
+        st.caption(f"Interactive on a sample of whole requests: {used.n_requests:,} of "
+                   f"{logs.n_requests:,} requests ({used.n_rows:,} of {logs.n_rows:,} rows, "
+                   "seed 0). The Data and Export pages use every row.")
+    return used
 
 
 def choose_data(choice: DataChoice) -> fusion.LogSet:

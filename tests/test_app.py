@@ -409,3 +409,69 @@ def test_an_imported_config_is_re_evaluated_and_a_bad_one_is_refused(at, sample,
     run_ok(at)
     assert any("format" in e and "99" in e for e in errors(at))
     assert at.session_state[state.FORMULA] == config.formula
+
+
+# --- large logs: interactive pages on a request sample ------------------------------------
+def test_large_logs_are_tuned_and_searched_on_a_request_sample_and_exported_on_all(
+        sample, monkeypatch):
+    monkeypatch.setattr(state, "INTERACTIVE_ROWS", 50_000)
+    state._request_sample_cached.clear()
+    n = sample.n_requests * 50_000 // sample.n_rows
+    part = sample.sample_requests(n, seed=0)
+    assert 45_000 < part.n_rows < 55_000
+    at = run_ok(new_app())
+    assert metric(at, "rows") == f"{sample.n_rows:,}"   # the Data page: every row
+
+    on_page(at, "tune")
+    note = f"{n:,} of {sample.n_requests:,} requests ({part.n_rows:,} of {sample.n_rows:,} rows"
+    assert any(note in c.value for c in at.caption), [c.value for c in at.caption]
+    at.slider(key="tune:w:click").set_value(0.8)
+    run_ok(at)
+    formula = at.session_state[state.FORMULA]
+    pd.testing.assert_frame_equal(tuned_table(at), as_shown(
+        fusion.evaluate(part, formula, baseline=state.default_formula(part))))
+
+    run_search(at)
+    assert at.session_state[state.SEARCH].logs_fingerprint == part.fingerprint
+    assert not at.info  # the search ran on the logs the page shows: the sample
+
+    on_page(at, "export")
+    assert any(f"every row: {sample.n_rows:,} rows" in c.value for c in at.caption)
+    pd.testing.assert_frame_equal(tuned_table(at), as_shown(fusion.evaluate(
+        sample, fusion.stored_formula(formula), baseline=state.default_formula(sample))))
+
+
+def test_small_logs_are_used_whole_on_every_page(at, sample):
+    assert state.INTERACTIVE_ROWS >= sample.n_rows
+    on_page(at, "tune")
+    assert not any("Interactive on a sample" in c.value for c in at.caption)
+
+
+def test_the_dashboard_opens_the_logs_given_after_the_script(parquet_log, log_frame, monkeypatch):
+    assert state.launch_choice([]) == state.sample_choice()
+    assert state.launch_choice(["--logs", str(parquet_log)]).source == str(parquet_log)
+    assert state.launch_options(["--log", "x"]).logs is None  # no abbreviations
+    monkeypatch.setattr("sys.argv", ["app/streamlit_app.py", "--logs", str(parquet_log)])
+    at = run_ok(new_app())
+    assert metric(at, "rows") == f"{len(log_frame):,}"
+    assert at.radio(key="data:source").value == "Path or glob"
+    assert at.text_input(key="data:path").value == str(parquet_log)
+
+
+def test_interactive_rows_can_be_set_or_switched_off_after_the_script(sample, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["app/streamlit_app.py", "--interactive-rows", "50000"])
+    assert state.interactive_logs(sample).n_rows < 55_000
+    monkeypatch.setattr(state, "INTERACTIVE_ROWS", 1000)
+    monkeypatch.setattr("sys.argv", ["app/streamlit_app.py", "--interactive-rows", "0"])
+    assert state.interactive_logs(sample) is sample
+
+
+@pytest.mark.parametrize("value, message", [("lots", "invalid int value: 'lots'"),
+                                            ("-5", "must be >= 0")])
+def test_a_malformed_dashboard_option_is_shown_and_stops_the_app(value, message, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["app/streamlit_app.py", "--interactive-rows", value])
+    at = new_app().run()
+    assert not at.exception
+    assert len(errors(at)) == 1 and "--interactive-rows" in errors(at)[0] \
+        and message in errors(at)[0], errors(at)
+    assert not at.metric  # stopped before any page ran

@@ -12,10 +12,14 @@ MAPPING_FOR = "mapping_for"  # the DataChoice whose columns need mapping
 
 st.title("Data")
 
-source_kind = st.radio("Source", SOURCES, horizontal=True, key="data:source")
+launched = state.launch_choice()  # `-- --logs PATH` on the command line: the first choice
+from_path = launched != state.sample_choice()
+source_kind = st.radio("Source", SOURCES, index=int(from_path), horizontal=True,
+                       key="data:source")
 path_text, upload = "", None
 if source_kind == "Path or glob":
-    path_text = st.text_input("Path or glob (Parquet, CSV or JSON on the server)", key="data:path",
+    path_text = st.text_input("Path or glob (Parquet, CSV or JSON on the server)",
+                              launched.source if from_path else "", key="data:path",
                               placeholder="logs/2026-03-*.parquet")
 elif source_kind == "Upload":
     upload = st.file_uploader(

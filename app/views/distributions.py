@@ -8,7 +8,7 @@ NO_SPLIT = "(no split)"
 MAX_SPLIT_VALUES = 12  # more series than this are unreadable as overlaid curves
 
 st.title("Distributions")
-logs = state.require_logs()
+logs = state.require_interactive_logs()
 
 controls = st.columns(4)
 objective = controls[0].selectbox("objective", logs.objectives, key="dist:objective")

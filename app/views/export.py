@@ -13,6 +13,9 @@ CONFIG_TYPES = ("json", "yaml", "yml")
 
 st.title("Export")
 logs = state.require_logs()
+if state.interactive_logs(logs) is not logs:
+    st.caption(f"Evaluated on every row: {logs.n_rows:,} rows, {logs.n_requests:,} requests "
+               "(the Tune and Pareto pages use a sample).")
 # Configs store weights summing to 1; the metrics shown are those of exactly that formula.
 formula = fusion.stored_formula(state.current_formula(logs))
 baseline, baseline_label = state.baseline(logs, formula.kind)

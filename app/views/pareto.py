@@ -14,7 +14,7 @@ BASELINE_LABEL = "_pareto_baseline_label"
 METHODS = ("auto", "sobol", "random")
 
 st.title("Pareto")
-logs = state.require_logs()
+logs = state.require_interactive_logs()
 formula = state.current_formula(logs)
 pairs = [f"{o}:{m}" for o in logs.objectives for m in state.METRICS]
 

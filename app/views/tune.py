@@ -142,7 +142,7 @@ def tuner(logs: fusion.LogSet) -> None:
 
 
 st.title("Tune")
-logs = state.require_logs()
+logs = state.require_interactive_logs()
 apply_shared_link(logs)
 seed_widgets(logs, state.current_formula(logs))
 tuner(logs)
