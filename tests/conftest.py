@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,4 +55,17 @@ def log_frame() -> pd.DataFrame:
 def parquet_log(tmp_path: Path, log_frame: pd.DataFrame) -> Path:
     path = tmp_path / "logs.parquet"
     log_frame.to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium for the browser tests: a failure under ``CI=true`` if it is
+    missing (``.ci/run`` installs it), a skip with the reason elsewhere."""
+    path = shutil.which("chromium")
+    if path is None:
+        reason = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
     return path

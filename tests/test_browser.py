@@ -8,8 +8,6 @@ through Debian's ``chromium`` and saves a screenshot of every page under
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,17 +24,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 SLIDER_RERENDER_BUDGET_MS = 300
 SEARCH_BUDGET = 200
 SEARCH_TIMEOUT_MS = 600_000
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 @pytest.fixture(scope="module")
