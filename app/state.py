@@ -35,7 +35,7 @@ import streamlit as st
 import fusion
 from fusion import explore
 from fusion.evaluate import EvaluationResult
-from fusion.formulas import Formula
+from fusion.formulas import Formula, default_alphas
 from fusion.logs import resolve_sources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -280,18 +280,10 @@ def date_range(logs: fusion.LogSet) -> tuple[dt.date, dt.date] | None:
 
 
 # --- formulas ---------------------------------------------------------------------------
-def default_alpha(logs: fusion.LogSet, objective: str) -> float:
-    """The alpha a ``product`` formula starts with for ``objective``: 0 when every score is
-    positive, else just enough to make ``log(score + alpha)`` defined (1e-6 above ``-min``)."""
-    lowest = float(logs.scores[:, logs.objective_index(objective)].min())
-    return 0.0 if lowest > 0 else 1e-6 - lowest
-
-
 def default_formula(logs: fusion.LogSet, kind: str = DEFAULT_KIND) -> Formula:
     """Equal weights of ``kind`` over the logs' objectives (the default baseline)."""
     weights = {o: 1.0 / len(logs.objectives) for o in logs.objectives}
-    alphas = {o: default_alpha(logs, o) for o in logs.objectives} if kind == "product" else None
-    return Formula.of(kind, weights, alphas=alphas)
+    return Formula.of(kind, weights, alphas=default_alphas(logs, kind) or None)
 
 
 def current_formula(logs: fusion.LogSet) -> Formula:

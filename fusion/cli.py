@@ -26,7 +26,7 @@ import pandas as pd
 from .config import CONFIG_SUFFIXES, FusionConfig, export_config, load_config, stored_formula
 from .errors import FusionError, StudyError
 from .evaluate import DEFAULT_METRICS, GROUP_BY, evaluate
-from .formulas import KINDS, TRANSFORMS, Formula
+from .formulas import KINDS, TRANSFORMS, Formula, default_alphas
 from .logs import Filter, LogSet, load_logs
 from .metrics import parse_metric
 from .search import METHODS, parse_constraint, search
@@ -464,9 +464,16 @@ def _load(args: argparse.Namespace, schema: Any = None) -> LogSet:
                      sample_requests=args.sample_requests, seed=args.sample_seed)
 
 
-def _formula_from_args(args: argparse.Namespace) -> Formula:
-    return Formula.of(args.kind or "product", args.weights, alphas=args.alphas,
-                      transforms=args.transforms, k=args.k)
+def _formula_from_args(args: argparse.Namespace, logs: LogSet | None = None) -> Formula:
+    """The formula of ``--kind --weights --alphas ...``; with ``logs``, an alpha not given
+    takes its default for those logs (:func:`fusion.formulas.default_alphas`)."""
+    kind = args.kind or "product"
+    alphas = args.alphas
+    if logs is not None and kind in KINDS:
+        defaults = {o: a for o, a in default_alphas(logs, kind, args.transforms).items()
+                    if o in args.weights}
+        alphas = {**defaults, **(args.alphas or {})}
+    return Formula.of(kind, args.weights, alphas=alphas, transforms=args.transforms, k=args.k)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -479,9 +486,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         formula = config.formula
     else:
-        formula = _formula_from_args(args)
+        formula = _formula_from_args(args)  # malformed weights fail before the logs load
     baseline = load_config(args.baseline).formula if args.baseline else None
     logs = _load(args, schema=None if config is None else config.schema())
+    if config is None:
+        formula = _formula_from_args(args, logs)
     overrides: dict[str, Any] = {}
     if args.metrics:
         overrides["metrics"] = args.metrics

@@ -137,13 +137,13 @@ def _user_layout(logs: LogSet) -> _Layout:
     if missing.size:
         raise InvalidValueError(
             f"group_by='user': column {user_column!r} is missing in {missing.size} request(s), "
-            f"e.g. request {logs.request_ids[missing[0]]!r}"
+            f"e.g. request {logs.request_id(missing[0])!r}"
         )
     mixed = np.flatnonzero(np.maximum.reduceat(codes, starts) != np.minimum.reduceat(codes, starts))
     if mixed.size:
         raise InvalidValueError(
             f"group_by='user': {mixed.size} request(s) hold rows of several users "
-            f"(column {user_column!r}), e.g. request {logs.request_ids[mixed[0]]!r}; "
+            f"(column {user_column!r}), e.g. request {logs.request_id(mixed[0])!r}; "
             "grouping by user needs each request to belong to one user"
         )
     order = np.argsort(user, kind="stable")

@@ -320,7 +320,7 @@ class Formula:
             if problem is not None:
                 count, row, minimum = problem
                 request = int(np.searchsorted(logs.group_offsets, row, side="right") - 1)
-                example = (f"request {logs.request_ids[request]!r} has score "
+                example = (f"request {logs.request_id(request)!r} has score "
                            f"{float(logs.scores[row, j])!r}")
                 raise FormulaError(_log_domain_message(name, alpha, count, minimum, example))
 
@@ -507,6 +507,39 @@ class Formula:
 
 
 # --- helpers shared with evaluate ----------------------------------------------------------
+def alpha_objectives(kind: str, objectives: Sequence[str],
+                     transforms: Mapping[str, str] | None = None) -> list[str]:
+    """The objectives whose feature is ``log(score + alpha)`` in a formula of ``kind``: all
+    of them for ``product``, those with the ``log`` transform for ``sum``, none for ``rank``."""
+    if kind == "product":
+        return list(objectives)
+    if kind == "sum":
+        return [o for o in objectives if (transforms or {}).get(o) == "log"]
+    return []
+
+
+def default_alphas(logs: Any, kind: str = "product",
+                   transforms: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The alphas a formula of ``kind`` takes on ``logs`` where none is given.
+
+    0 (the plain log) where every score of the objective is > 0. Where scores reach 0 or
+    below, just enough to make ``log(score + alpha)`` defined on every row: ``1 - min`` for
+    a graded objective (dwell seconds from 0 become ``log(1 + seconds)``, the scale of the
+    NDCG gain) and ``1e-6 - min`` for a binary one.
+
+    Examples
+    --------
+    On the bundled sample, whose dwell predictions reach 0 seconds:
+    ``default_alphas(logs)`` is ``{"click": 0.0, "dwell": 1.0, "like": 0.0, "conversion": 0.0}``.
+    """
+    alphas = {}
+    for name in alpha_objectives(kind, logs.objectives, transforms):
+        lowest = float(logs.scores[:, logs.objective_index(name)].min())
+        margin = 1.0 if logs.schema.objective(name).kind == "graded" else 1e-6
+        alphas[name] = 0.0 if lowest > 0 else margin - lowest
+    return alphas
+
+
 def combine(features: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
             ) -> np.ndarray:
     """Fused scores ``features @ weights.T``, accumulated objective by objective.

@@ -155,6 +155,11 @@ class LogSet:
                 f"unknown objective {name!r}; these logs have {list(self.objectives)}"
             ) from None
 
+    def request_id(self, index: int) -> Any:
+        """The id of request number ``index`` as a plain Python value (for messages)."""
+        value = self.request_ids[index]
+        return value.item() if isinstance(value, np.generic) else value
+
     def request_sizes(self) -> np.ndarray:
         return np.diff(self.group_offsets)
 

@@ -55,7 +55,7 @@ from scipy.stats import qmc
 
 from .errors import FusionError, MetricError, SearchError, StudyError
 from .evaluate import evaluate, evaluate_many
-from .formulas import Formula
+from .formulas import Formula, alpha_objectives, default_alphas
 from .logs import LogSet
 from .metrics import parse_metric
 from .pareto import (
@@ -590,18 +590,9 @@ def _resolve_baseline(baseline: Any, kind: str, logs: LogSet, alphas: dict[str, 
                       f"{type(baseline).__name__}")
 
 
-def _alpha_objectives(kind: str, logs: LogSet, transforms: dict[str, str] | None) -> list[str]:
-    """Objectives whose feature is ``log(p + alpha)`` for this kind."""
-    if kind == "product":
-        return list(logs.objectives)
-    if kind == "sum":
-        return [o for o, t in (transforms or {}).items() if t == "log"]
-    return []
-
-
 def _alpha_bounds(search_alphas: bool, bounds: Any, kind: str, logs: LogSet,
                   transforms: dict[str, str] | None) -> dict[str, tuple[float, float]]:
-    takes = _alpha_objectives(kind, logs, transforms)
+    takes = alpha_objectives(kind, logs.objectives, transforms)
     if not search_alphas:
         if bounds is not None:
             raise SearchError("bounds are alpha ranges and need search_alphas=True")
@@ -767,6 +758,8 @@ def search(
         feasible front.
     alphas : mapping, optional
         Fixed alphas (every candidate and the default baseline); searched ones override.
+        An objective given none takes :func:`fusion.formulas.default_alphas` (0 where every
+        score is > 0, else just enough to make the log defined).
     transforms : mapping, optional
         ``sum`` only: per-objective transforms, fixed.
     k : float, optional
@@ -816,9 +809,12 @@ def search(
         constraints = [constraints]
     parsed = [parse_constraint(text, names) for text in constraints]
     metric_columns = list(dict.fromkeys(objective_columns + [c.column for c in parsed]))
-    fixed_alphas = {str(o): float(a) for o, a in (alphas or {}).items()}
     transforms = dict(transforms) if transforms else None
     alpha_bounds = _alpha_bounds(bool(search_alphas), bounds, kind, logs, transforms)
+    # An alpha neither given nor searched takes its default for these logs.
+    fixed_alphas = {o: a for o, a in default_alphas(logs, kind, transforms).items()
+                    if o not in alpha_bounds}
+    fixed_alphas.update({str(o): float(a) for o, a in (alphas or {}).items()})
     if len(names) == 1 and not alpha_bounds:
         raise SearchError(f"the logs have one objective ({names[0]!r}): its weight is always 1, "
                           "there is nothing to search (search_alphas=True searches its alpha)")

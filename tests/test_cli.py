@@ -148,7 +148,8 @@ BAD = {
                           "objective(s) not in the logs, e.g. 'clack'"),
     "option of another kind": (["evaluate", "{logs}", "--weights", "click=1", "--kind", "rank",
                                 "--alphas", "click=1"], "'rank' formulas take no alphas"),
-    "log of zero": (["evaluate", "{logs}", "--weights", "click=1"], "score + alpha <= 0"),
+    "log of zero": (["evaluate", "{logs}", "--weights", "click=1", "--alphas", "click=0"],
+                    "score + alpha <= 0"),
     "malformed objectives": (["search", "{logs}", "--objectives", "click"],
                              "malformed objective 'click'"),
     "malformed constraint": (["search", "{logs}", "--objectives", "click:gauc", "--constraint",
@@ -218,6 +219,20 @@ def test_evaluate_prints_a_table_and_exact_json(log_path):
     assert [(r["objective"], r["metric"], r["value"]) for r in payload["metrics"]] == [
         (o, m, expected[o, m]) for o in ("click", "dwell", "like") for m in ("gauc", "top@5")]
     assert payload["exported_metrics"] is None
+
+
+def test_alphas_not_given_take_their_defaults_for_the_logs(log_path):
+    # The fixture's click scores reach 0: a product of plain logs is undefined there.
+    logs = fusion.load_logs(log_path)
+    assert fusion.formulas.default_alphas(logs)["click"] == 1e-6
+    status, out, err = run(["evaluate", log_path, "--kind", "product", "--weights",
+                            "click=0.6,dwell=0.4", "--alphas", "dwell=2", "--json"])
+    assert status == 0, err
+    expected = evaluate(logs, Formula.product({"click": 0.6, "dwell": 0.4},
+                                              alphas={"click": 1e-6, "dwell": 2.0}))
+    payload = json.loads(out)
+    assert payload["formula"]["alphas"] == {"click": 1e-6, "dwell": 2.0}
+    assert [r["value"] for r in payload["metrics"]] == expected.to_frame()["value"].tolist()
 
 
 def test_evaluate_with_baseline_and_intervals(log_path, workdir):

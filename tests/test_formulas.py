@@ -13,7 +13,7 @@ import pytest
 
 import fusion
 from fusion.errors import FormulaError
-from fusion.formulas import Formula, combine, group_chunks
+from fusion.formulas import Formula, combine, default_alphas, group_chunks
 
 from .conftest import make_log_frame
 
@@ -352,6 +352,25 @@ def test_validate_for_names_unknown_objectives(logs: fusion.LogSet) -> None:
         formula.fuse(logs)
     with pytest.raises(FormulaError, match="not in the logs"):
         formula.weight_vector(logs.objectives)
+
+
+def test_default_alphas_make_every_log_feature_defined(tmp_path: Path) -> None:
+    frame = make_log_frame(60, seed=3, objectives=("click", "dwell", "like"))
+    frame.loc[0, "pred_click"] = 0.0                    # binary, reaches 0
+    frame.loc[1, "pred_dwell"] = 0.0                    # graded (seconds), reaches 0
+    frame["pred_like"] = frame["pred_like"] * 0.5 + 0.25  # every score > 0
+    frame.to_parquet(tmp_path / "logs.parquet")
+    logs = fusion.load_logs(tmp_path / "logs.parquet")
+    lowest = {o: float(logs.scores[:, logs.objective_index(o)].min()) for o in logs.objectives}
+    assert lowest["click"] == lowest["dwell"] == 0 and lowest["like"] > 0
+    alphas = default_alphas(logs)
+    assert alphas == {"click": 1e-6, "dwell": 1.0, "like": 0.0}
+    formula = Formula.product({o: 1.0 for o in logs.objectives}, alphas=alphas)
+    formula.validate_for(logs)
+    assert np.isfinite(formula.fuse(logs)).all()
+    assert default_alphas(logs, "sum", {"dwell": "log", "click": "zscore"}) == {
+        "dwell": alphas["dwell"]}
+    assert default_alphas(logs, "sum") == default_alphas(logs, "rank") == {}
 
 
 @pytest.mark.parametrize("formula", [Formula.product({"click": 0.5, "dwell": 0.5}),

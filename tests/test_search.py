@@ -183,6 +183,15 @@ def test_default_baseline_is_equal_weights_and_its_metrics_are_reported(logs):
     assert result.baseline_metrics == {c: expected[tuple(c.split(":"))] for c in COLUMNS}
 
 
+def test_alphas_not_given_take_their_defaults_for_the_logs(logs):
+    defaults = fusion.formulas.default_alphas(logs)
+    assert defaults["click"] == 1e-6  # click scores reach 0: the plain log is undefined
+    result = run(logs, method="sobol", budget=10, alphas={"dwell": 2.0})
+    assert result.baseline_formula.alphas == {**defaults, "dwell": 2.0}
+    for candidate in result.candidates["candidate_id"]:
+        assert result.formula(candidate).alphas == {**defaults, "dwell": 2.0}
+
+
 def test_a_given_baseline_formula_or_config_is_used_and_named(logs):
     production = Formula.product({"click": 0.8, "dwell": 0.1, "like": 0.1}, ALPHAS)
     result = run(logs, method="sobol", budget=10, baseline=production)
@@ -343,7 +352,7 @@ def test_auto_beats_random_at_equal_budget_on_small_logs(logs):
     (dict(reference_point={"click:gauc": 0.5}), SearchError,
      "missing ['dwell:ndcg@10', 'like:gauc']"),
     (dict(baseline="prod"), SearchError, "baseline must be a Formula or a FusionConfig"),
-    (dict(alphas=None), FormulaError, "search: "),
+    (dict(alphas={"click": 0.0}), FormulaError, "search: alphas: objective 'click'"),
     (dict(constraints="click:gauc>=0.5*baselin"), SearchError, "is not a number"),
     (dict(max_seconds=0), SearchError, "max_seconds must be a number of seconds > 0"),
     (dict(max_seconds=True), SearchError, "max_seconds must be"),

@@ -6,7 +6,7 @@ import streamlit as st
 
 import fusion
 from app import charts, state
-from fusion.formulas import DEFAULT_K, KINDS, TRANSFORMS
+from fusion.formulas import DEFAULT_K, KINDS, TRANSFORMS, default_alphas
 
 ALPHA_STEPS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0)
 CONFIG_TYPES = ("json", "yaml", "yml")
@@ -31,9 +31,10 @@ def apply_shared_link(logs: fusion.LogSet) -> None:
 def seed_widgets(logs: fusion.LogSet, formula: fusion.Formula) -> None:
     """Widgets start from the formula being tuned; afterwards they keep their own state."""
     defaults = {"kind": formula.kind, "k": formula.k or DEFAULT_K}
+    alphas = default_alphas(logs)  # each objective's log(score + alpha) defined, as for product
     for o in logs.objectives:
         defaults[f"w:{o}"] = float(formula.weights.get(o, 0.0))
-        defaults[f"a:{o}"] = float(formula.alphas.get(o, state.default_alpha(logs, o)))
+        defaults[f"a:{o}"] = float(formula.alphas.get(o, alphas[o]))
         defaults[f"t:{o}"] = formula.transforms.get(o, "identity")
     for key, value in defaults.items():
         st.session_state.setdefault(KEY + key, value)

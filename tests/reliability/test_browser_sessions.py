@@ -16,6 +16,7 @@ import pytest
 
 import fusion
 from app import charts, state
+from fusion.formulas import default_alphas
 from tests.dashboard_driver import CHROMIUM_ARGS, TIMEOUT_MS, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -27,8 +28,7 @@ KINDS = ("product", "sum", "rank")
 def session_formula(i: int, logs: fusion.LogSet) -> fusion.Formula:
     weights = {o: 0.25 for o in logs.objectives} | {"click": round(0.05 + 0.1 * i, 2)}
     kind = KINDS[i % len(KINDS)]
-    return fusion.Formula.of(kind, weights, alphas={
-        o: state.default_alpha(logs, o) for o in logs.objectives} if kind == "product" else None)
+    return fusion.Formula.of(kind, weights, alphas=default_alphas(logs, kind) or None)
 
 
 def expected_rows(logs: fusion.LogSet, formula: fusion.Formula) -> dict[str, list[str]]:

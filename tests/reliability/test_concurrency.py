@@ -19,6 +19,7 @@ import pytest
 
 import fusion
 from app import state
+from fusion.formulas import default_alphas
 
 SESSIONS = 8
 SURFACES = ("feed", "search")
@@ -62,8 +63,7 @@ def one_session(i: int, study_dir: Path) -> dict:
     where = [("surface", "in", [SURFACES[i % 2]])]
     logs = state.load(choice, where)
     weights = {o: 1.0 for o in logs.objectives} | {"click": 0.1 + 0.1 * i}
-    formula = fusion.Formula.product(weights, alphas={o: state.default_alpha(logs, o)
-                                                       for o in logs.objectives})
+    formula = fusion.Formula.product(weights, alphas=default_alphas(logs))
     base = state.default_formula(logs, "product")
     table = state.evaluate(logs, formula, base).to_frame()
     sample = state.request_sample(logs, 200)
