@@ -157,14 +157,20 @@ def test_yaml_mapping_with_hostile_column_names_loads_exactly(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_formula_sql_quotes_hostile_column_names_and_matches_fuse(tmp_path):
+def _hostile_logs(tmp_path):
+    """Logs whose id and objective columns carry hostile names, mapped by a Schema; and the
+    renames (canonical name -> hostile name)."""
     frame, renames = _hostile_frame(tmp_path)
     schema = fusion.Schema(objectives=(
         fusion.Objective("click", renames["pred_click"], renames["label_click"]),
         fusion.Objective("dwell", renames["pred_dwell"], renames["label_dwell"], kind="graded"),
     ), request_column=renames["request_id"])
     frame.to_parquet(tmp_path / "hostile.parquet")
-    logs = fusion.load_logs(tmp_path / "hostile.parquet", schema=schema)
+    return fusion.load_logs(tmp_path / "hostile.parquet", schema=schema), renames
+
+
+def test_formula_sql_quotes_hostile_column_names_and_matches_fuse(tmp_path):
+    logs, renames = _hostile_logs(tmp_path)
     table = pd.DataFrame({"row": np.arange(logs.n_rows),
                           renames["request_id"]: np.repeat(logs.request_ids, logs.request_sizes()),
                           renames["pred_click"]: logs.scores[:, 0].astype(np.float64),
@@ -189,13 +195,7 @@ def test_formula_sql_quotes_hostile_column_names_and_matches_fuse(tmp_path):
 
 
 def test_configs_with_hostile_names_and_columns(tmp_path):
-    frame, renames = _hostile_frame(tmp_path)
-    schema = fusion.Schema(objectives=(
-        fusion.Objective("click", renames["pred_click"], renames["label_click"]),
-        fusion.Objective("dwell", renames["pred_dwell"], renames["label_dwell"], kind="graded"),
-    ), request_column=renames["request_id"])
-    frame.to_parquet(tmp_path / "hostile.parquet")
-    logs = fusion.load_logs(tmp_path / "hostile.parquet", schema=schema)
+    logs, renames = _hostile_logs(tmp_path)
     formula = fusion.Formula.product({"click": 0.5, "dwell": 0.5}, alphas={"click": 0.01,
                                                                            "dwell": 1.0})
     for i, name in enumerate(hostile(tmp_path) + ["../../escape", "/etc/passwd"]):
